@@ -1,0 +1,254 @@
+"""Audio2Mesh and Audio2Pose with the released checkpoints' exact key layout.
+
+* Audio2Mesh: wav2vec2 (frame-rate) -> Linear(768, 512) -> Linear(512, 1404): per-frame vertex
+  displacements of the 468-point face mesh (cm).
+* Audio2Pose: wav2vec2 -> Linear(768, 512) as memory; an 8-layer post-LN transformer decoder over the
+  previous poses with an ALiBi-biased causal self-attention and a cross-attention that lets pose
+  step i see only audio frame i; a speaking-style embedding; Linear(512, 6) output (euler degrees +
+  translation). The original recomputes the whole prefix for every frame; :meth:`Audio2Pose.generate`
+  decodes incrementally with a key/value cache (same maths, O(T) work per frame instead of O(T^2)).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import weights
+from . import wav2vec
+
+#: number of speaking-style ids of the released Audio2Pose
+NUM_STYLE_IDS = 100
+#: positional-encoding length: the longest chunk Audio2Pose can decode in one go (frames)
+MAX_POSE_FRAMES = 600
+
+
+def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    """``(1, length, dim)`` sine/cosine table (sin on even, cos on odd channels)."""
+    pe = torch.zeros(length, dim)
+    position = torch.arange(0, length).unsqueeze(1).float()
+    div = torch.exp(torch.arange(0, dim, 2).float() * -(math.log(10000.0) / dim))
+    pe[:, 0::2] = torch.sin(position * div)
+    pe[:, 1::2] = torch.cos(position * div)
+    return pe.unsqueeze(0)
+
+
+def alibi_slopes(num_heads: int) -> torch.Tensor:
+    """ALiBi head slopes (1/2 ... 1/256 for 8 heads), FaceFormer's construction for any head count."""
+    def power_of_two(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(num_heads).is_integer():
+        return torch.tensor(power_of_two(num_heads))
+    closest = 2 ** math.floor(math.log2(num_heads))
+    extra = alibi_slopes(2 * closest)[0::2][: num_heads - closest]
+    return torch.cat([torch.tensor(power_of_two(closest)), extra])
+
+
+class _PositionalTable(nn.Module):
+    """Holds the ``pe`` buffer under the release name ``PPE.pe``."""
+
+    def __init__(self, dim: int, length: int = MAX_POSE_FRAMES):
+        super().__init__()
+        self.register_buffer("pe", sinusoidal_table(length, dim))
+
+
+@dataclass
+class Audio2MeshConfig:
+    wav2vec: dict
+    latent_dim: int = 512
+    out_dim: int = 1404
+
+
+@dataclass
+class Audio2PoseConfig:
+    wav2vec: dict
+    latent_dim: int = 512
+    out_dim: int = 6
+    num_layers: int = 8
+    num_heads: int = 8
+    num_ids: int = NUM_STYLE_IDS
+    max_frames: int = MAX_POSE_FRAMES
+
+
+class Audio2Mesh(nn.Module):
+    """Audio -> per-frame mesh displacements. Keys: ``audio_encoder.*``, ``in_fn``, ``out_fn``."""
+
+    def __init__(self, config: Audio2MeshConfig):
+        super().__init__()
+        self.config = config
+        self.audio_encoder = wav2vec.build_encoder(wav2vec.make_config(config.wav2vec))
+        hidden = self.audio_encoder.config.hidden_size
+        self.in_fn = nn.Linear(hidden, config.latent_dim)
+        self.out_fn = nn.Linear(config.latent_dim, config.out_dim)
+
+    def forward(self, input_values: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """``(B, N)`` normalised 16 kHz samples -> ``(B, T, out_dim)`` displacements (cm, flattened 468x3)."""
+        hidden = wav2vec.encode_at_frame_rate(self.audio_encoder, input_values, num_frames)
+        return self.out_fn(self.in_fn(hidden))
+
+
+class Audio2Pose(nn.Module):
+    """Audio -> head pose sequence, autoregressive. Keys as the release (``PPE.pe``, ``transformer_decoder.layers.N``...)."""
+
+    def __init__(self, config: Audio2PoseConfig):
+        super().__init__()
+        self.config = config
+        d = config.latent_dim
+        self.audio_encoder = wav2vec.build_encoder(wav2vec.make_config(config.wav2vec))
+        hidden = self.audio_encoder.config.hidden_size
+        self.pose_map = nn.Linear(config.out_dim, d)
+        self.in_fn = nn.Linear(hidden, d)
+        self.PPE = _PositionalTable(d, config.max_frames)
+        layer = nn.TransformerDecoderLayer(d_model=d, nhead=config.num_heads, dim_feedforward=2 * d, batch_first=True)
+        self.transformer_decoder = nn.TransformerDecoder(layer, num_layers=config.num_layers)
+        self.pose_map_r = nn.Linear(d, config.out_dim)
+        self.id_embed = nn.Embedding(config.num_ids, d)
+
+    def encode_audio(self, input_values: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """``(B, N)`` samples -> decoder memory ``(B, T, latent)``."""
+        return self.in_fn(wav2vec.encode_at_frame_rate(self.audio_encoder, input_values, num_frames))
+
+    def generate(self, input_values: torch.Tensor, num_frames: int, style_id: int | torch.Tensor) -> torch.Tensor:
+        """Decode ``num_frames`` poses, one frame at a time with a key/value cache.
+
+        Equivalent to the original's ``infer`` (full recompute per frame; the last pass's output).
+        Args:
+            input_values: ``(B, N)`` normalised 16 kHz samples of this chunk.
+            num_frames: poses to produce (<= ``max_frames``).
+            style_id: speaking-style id in ``[0, num_ids)`` (int or ``(B,)`` long tensor).
+        Returns:
+            ``(B, T, 6)`` raw poses: euler xyz (degrees) + translation.
+        """
+        cfg = self.config
+        if not 1 <= num_frames <= cfg.max_frames:
+            raise ValueError(f"Audio2Pose decodes 1..{cfg.max_frames} frames per chunk, got {num_frames}")
+        memory = self.encode_audio(input_values, num_frames)  # (B, T, d)
+        bsz, _, d = memory.shape
+        device, dtype = memory.device, memory.dtype
+        ids = torch.as_tensor(style_id, device=device, dtype=torch.long).reshape(-1).expand(bsz)
+        if ((ids < 0) | (ids >= cfg.num_ids)).any():
+            raise ValueError(f"style id must be in 0..{cfg.num_ids - 1}, got {ids.tolist()}")
+        style = self.id_embed(ids)  # (B, d)
+        pe = self.PPE.pe[0, :num_frames].to(dtype)  # (T, d)
+        heads = cfg.num_heads
+        head_dim = d // heads
+        scale = 1.0 / math.sqrt(head_dim)
+        # ALiBi bias for query i over keys j <= i is -slope_h * (i - j)
+        slopes = alibi_slopes(heads).to(device, dtype).view(1, heads, 1)
+        distance = torch.arange(num_frames, device=device, dtype=dtype)
+
+        layers = list(self.transformer_decoder.layers)
+        # Pose step i attends to audio frame i only, so its cross-attention output does not depend on
+        # the query: out_proj(W_v m_i + b_v). Precompute it for every frame and layer.
+        cross = []
+        for layer in layers:
+            mha = layer.multihead_attn
+            w_v = mha.in_proj_weight[2 * d :]
+            b_v = mha.in_proj_bias[2 * d :]
+            cross.append(mha.out_proj(F.linear(memory, w_v, b_v)))  # (B, T, d)
+        k_cache = memory.new_zeros(len(layers), bsz, heads, num_frames, head_dim)
+        v_cache = torch.zeros_like(k_cache)
+
+        token = self.pose_map(memory.new_zeros(bsz, cfg.out_dim)) + pe[0] + style  # (B, d)
+        outputs = []
+        for i in range(num_frames):
+            x = token
+            bias = -slopes * (i - distance[: i + 1]).view(1, 1, -1)  # (1, H, i+1)
+            for li, layer in enumerate(layers):
+                sa = layer.self_attn
+                q, k, v = F.linear(x, sa.in_proj_weight, sa.in_proj_bias).view(bsz, 3, heads, head_dim).unbind(1)
+                k_cache[li, :, :, i] = k
+                v_cache[li, :, :, i] = v
+                keys = k_cache[li, :, :, : i + 1]  # (B, H, i+1, hd)
+                scores = torch.einsum("bhd,bhjd->bhj", q * scale, keys) + bias
+                attn = torch.softmax(scores, dim=-1)
+                ctx = torch.einsum("bhj,bhjd->bhd", attn, v_cache[li, :, :, : i + 1]).reshape(bsz, d)
+                x = layer.norm1(x + sa.out_proj(ctx))
+                x = layer.norm2(x + cross[li][:, i])
+                x = layer.norm3(x + layer.linear2(F.relu(layer.linear1(x))))
+            pose = self.pose_map_r(x)  # (B, 6)
+            outputs.append(pose)
+            if i + 1 < num_frames:
+                token = self.pose_map(pose) + pe[i + 1] + style
+        return torch.stack(outputs, dim=1)
+
+
+def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
+    n = 0
+    while pattern.format(n) in sd:
+        n += 1
+    return n
+
+
+def audio2mesh_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> Audio2MeshConfig:
+    """Infer the Audio2Mesh sizes from a release-layout state dict (falls back to the release sizes)."""
+    cfg = Audio2MeshConfig(wav2vec=wav2vec.config_from_state_dict(sd))
+    if "in_fn.weight" in sd:
+        cfg.latent_dim = sd["in_fn.weight"].shape[0]
+    if "out_fn.weight" in sd:
+        cfg.out_dim = sd["out_fn.weight"].shape[0]
+    return cfg
+
+
+def audio2pose_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> Audio2PoseConfig:
+    """Infer the Audio2Pose sizes from a release-layout state dict (heads stay 8: the original hard-codes it)."""
+    cfg = Audio2PoseConfig(wav2vec=wav2vec.config_from_state_dict(sd))
+    if "in_fn.weight" in sd:
+        cfg.latent_dim = sd["in_fn.weight"].shape[0]
+    if "pose_map.weight" in sd:
+        cfg.out_dim = sd["pose_map.weight"].shape[1]
+    layers = _count(sd, "transformer_decoder.layers.{}.norm1.weight")
+    if layers:
+        cfg.num_layers = layers
+    if "id_embed.weight" in sd:
+        cfg.num_ids = sd["id_embed.weight"].shape[0]
+    if "PPE.pe" in sd:
+        cfg.max_frames = sd["PPE.pe"].shape[1]
+    return cfg
+
+
+def release_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict in the release key layout (``weight_g``/``weight_v``)."""
+    return wav2vec.to_release_keys(model.state_dict())
+
+
+def build_audio2mesh(config: Audio2MeshConfig, device: torch.device | str = "cpu") -> Audio2Mesh:
+    with torch.device(device):
+        return Audio2Mesh(config).eval()
+
+
+def build_audio2pose(config: Audio2PoseConfig, device: torch.device | str = "cpu") -> Audio2Pose:
+    with torch.device(device):
+        return Audio2Pose(config).eval()
+
+
+def _load(builder, config_fn, sd: Mapping[str, torch.Tensor], path, what: str) -> nn.Module:
+    cfg = config_fn(sd)
+    try:
+        model = builder(cfg, device="meta")
+    except Exception as exc:  # nonsense shapes in a wrong file make the constructor fail
+        raise weights.CheckpointError(
+            f"{weights.file_label(path)} does not look like an {what} checkpoint ({exc})."
+        ) from exc
+    expected = release_state_dict(model)
+    weights.check_state_dict(expected, sd, weights.file_label(path), what)
+    module_sd = wav2vec.to_module_keys(sd, set(model.state_dict()))
+    model.load_state_dict({k: v.float() for k, v in module_sd.items()}, strict=True, assign=True)
+    return model.float().eval()
+
+
+def load_audio2mesh(sd: Mapping[str, torch.Tensor], path: str | Path | None = None) -> Audio2Mesh:
+    """Build an Audio2Mesh from a release-layout state dict (fp16 or fp32 tensors), strictly."""
+    return _load(build_audio2mesh, audio2mesh_config_from_state_dict, sd, path, "Audio2Mesh (audio2mesh.pt)")
+
+
+def load_audio2pose(sd: Mapping[str, torch.Tensor], path: str | Path | None = None) -> Audio2Pose:
+    """Build an Audio2Pose from a release-layout state dict (fp16 or fp32 tensors), strictly."""
+    return _load(build_audio2pose, audio2pose_config_from_state_dict, sd, path, "Audio2Pose (audio2pose.pt)")

@@ -1,0 +1,119 @@
+"""Stage 1 (Audio2Lmk) orchestration: audio features -> meshes and head poses.
+
+Chunking of Audio2Pose follows ``scripts/audio2vid.py`` where the original works and fixes where it
+crashes (reference quirks 1 and 2): the normalised clip is cut into 5 s chunks (80000 samples), chunk
+k gets 150 frames except the last which gets the rest, and the last two chunks are merged. The
+original gave the last chunk ``seq_len % 150`` frames (0 when ``seq_len`` is a multiple of 150,
+which lost 150 poses) and indexed ``chunks[-2]`` even for a single chunk (crash at <= 5 s). Here
+the last chunk gets ``seq_len - 150 * (k - 1)`` frames, identical to the original whenever it works.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..face import pose_math
+from .features import DEFAULT_FPS, SAMPLE_RATE
+from .models import Audio2Mesh, Audio2Pose
+
+log = logging.getLogger(__name__)
+
+#: Audio2Pose chunk length of the original (seconds)
+CHUNK_SECONDS = 5
+#: deterministic default speaking style (the original drew an unseeded random id in 0..99)
+DEFAULT_STYLE_ID = 0
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class AudioFeatures:
+    """Normalised 16 kHz input values of one clip and its frame count.
+
+    ``input_values`` ``(N,)`` float32 (zero mean, unit variance); ``num_frames`` = ceil(N / 16000 * fps).
+    """
+
+    input_values: np.ndarray
+    num_frames: int
+    fps: float = DEFAULT_FPS
+
+    @property
+    def duration(self) -> float:
+        """seconds"""
+        return self.input_values.shape[0] / SAMPLE_RATE
+
+
+@dataclass
+class PoseChunk:
+    """One Audio2Pose chunk: samples ``[start, end)`` of the clip decoded to ``num_frames`` poses."""
+
+    start: int
+    end: int
+    num_frames: int
+
+
+def plan_pose_chunks(num_samples: int, num_frames: int, fps: float = DEFAULT_FPS) -> list[PoseChunk]:
+    """The chunks Audio2Pose decodes; their frame counts always sum to ``num_frames``."""
+    if num_frames < 1:
+        raise ValueError("the audio is too short to produce a single video frame")
+    chunk_samples = int(CHUNK_SECONDS * SAMPLE_RATE)
+    chunk_frames = int(round(CHUNK_SECONDS * fps))
+    starts = list(range(0, num_samples, chunk_samples))
+    chunks = [PoseChunk(s, min(s + chunk_samples, num_samples), chunk_frames) for s in starts]
+    chunks[-1].num_frames = num_frames - chunk_frames * (len(chunks) - 1)
+    if len(chunks) >= 2:
+        last = chunks.pop()
+        chunks[-1] = PoseChunk(chunks[-1].start, last.end, chunks[-1].num_frames + last.num_frames)
+    if any(c.num_frames < 1 for c in chunks):
+        raise ValueError(f"internal error: empty pose chunk for {num_samples} samples / {num_frames} frames")
+    return chunks
+
+
+def _as_input(values: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to(device).unsqueeze(0)
+
+
+@torch.inference_mode()
+def predict_mesh_offsets(model: Audio2Mesh, features: AudioFeatures, device: torch.device | str = "cpu") -> np.ndarray:
+    """Per-frame vertex displacements ``(T, 468, 3)`` float32 (cm), to add to the canonical mesh."""
+    out = model(_as_input(features.input_values, device), features.num_frames)
+    return out[0].float().cpu().numpy().reshape(features.num_frames, -1, 3)
+
+
+@torch.inference_mode()
+def predict_raw_poses(
+    model: Audio2Pose,
+    features: AudioFeatures,
+    style_id: int = DEFAULT_STYLE_ID,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> list[np.ndarray]:
+    """Raw Audio2Pose output per chunk, each ``(T_k, 6)`` float32 (euler degrees + translation)."""
+    chunks = plan_pose_chunks(features.input_values.shape[0], features.num_frames, features.fps)
+    out, done = [], 0
+    for chunk in chunks:
+        values = features.input_values[chunk.start : chunk.end]
+        poses = model.generate(_as_input(values, device), chunk.num_frames, style_id)
+        out.append(poses[0].float().cpu().numpy())
+        done += chunk.num_frames
+        if progress is not None:
+            progress(done, features.num_frames)
+    return out
+
+
+def predict_poses(
+    model: Audio2Pose,
+    features: AudioFeatures,
+    style_id: int = DEFAULT_STYLE_ID,
+    smoothing_window: int = pose_math.SMOOTHING_WINDOW,
+    rotation_scale: float = pose_math.ROTATION_SCALE,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Head poses ``(T, 6)`` float32 after the original's post-processing (halve rotations, smooth)."""
+    raw = predict_raw_poses(model, features, style_id, device, progress)
+    return pose_math.postprocess_poses(raw, rotation_scale, smoothing_window)
