@@ -125,7 +125,7 @@ def check_state_dict(
     problem = describe_mismatch(expected, found)
     if problem:
         raise CheckpointError(
-            f"{file_label} is not a {what} checkpoint: {problem}. "
+            f"{file_label} does not match the {what} layout: {problem}. "
             f"Check that you picked the right file for this input (the released AniPortrait files "
             f"are audio2mesh.pt, audio2pose.pt, reference_unet.pth, denoising_unet.pth, "
             f"motion_module.pth and pose_guider.pth)."

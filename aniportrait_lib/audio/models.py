@@ -192,8 +192,6 @@ def audio2mesh_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> Audio2M
     cfg = Audio2MeshConfig(wav2vec=wav2vec.config_from_state_dict(sd))
     if "in_fn.weight" in sd:
         cfg.latent_dim = sd["in_fn.weight"].shape[0]
-    if "out_fn.weight" in sd:
-        cfg.out_dim = sd["out_fn.weight"].shape[0]
     return cfg
 
 
@@ -202,8 +200,6 @@ def audio2pose_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> Audio2P
     cfg = Audio2PoseConfig(wav2vec=wav2vec.config_from_state_dict(sd))
     if "in_fn.weight" in sd:
         cfg.latent_dim = sd["in_fn.weight"].shape[0]
-    if "pose_map.weight" in sd:
-        cfg.out_dim = sd["pose_map.weight"].shape[1]
     layers = _count(sd, "transformer_decoder.layers.{}.norm1.weight")
     if layers:
         cfg.num_layers = layers
