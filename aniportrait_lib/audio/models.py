@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -115,7 +115,13 @@ class Audio2Pose(nn.Module):
         """``(B, N)`` samples -> decoder memory ``(B, T, latent)``."""
         return self.in_fn(wav2vec.encode_at_frame_rate(self.audio_encoder, input_values, num_frames))
 
-    def generate(self, input_values: torch.Tensor, num_frames: int, style_id: int | torch.Tensor) -> torch.Tensor:
+    def generate(
+        self,
+        input_values: torch.Tensor,
+        num_frames: int,
+        style_id: int | torch.Tensor,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
         """Decode ``num_frames`` poses, one frame at a time with a key/value cache.
 
         Equivalent to the original's ``infer`` (full recompute per frame; the last pass's output).
@@ -123,6 +129,7 @@ class Audio2Pose(nn.Module):
             input_values: ``(B, N)`` normalised 16 kHz samples of this chunk.
             num_frames: poses to produce (<= ``max_frames``).
             style_id: speaking-style id in ``[0, num_ids)`` (int or ``(B,)`` long tensor).
+            on_frame: called with the number of frames decoded so far (progress; may raise to cancel).
         Returns:
             ``(B, T, 6)`` raw poses: euler xyz (degrees) + translation.
         """
@@ -175,6 +182,8 @@ class Audio2Pose(nn.Module):
                 x = layer.norm3(x + layer.linear2(F.relu(layer.linear1(x))))
             pose = self.pose_map_r(x)  # (B, 6)
             outputs.append(pose)
+            if on_frame is not None:
+                on_frame(i + 1)
             if i + 1 < num_frames:
                 token = self.pose_map(pose) + pe[i + 1] + style
         return torch.stack(outputs, dim=1)

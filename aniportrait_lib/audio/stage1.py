@@ -97,11 +97,10 @@ def predict_raw_poses(
     out, done = [], 0
     for chunk in chunks:
         values = features.input_values[chunk.start : chunk.end]
-        poses = model.generate(_as_input(values, device), chunk.num_frames, style_id)
+        report = None if progress is None else (lambda n, base=done: progress(base + n, features.num_frames))
+        poses = model.generate(_as_input(values, device), chunk.num_frames, style_id, on_frame=report)
         out.append(poses[0].float().cpu().numpy())
         done += chunk.num_frames
-        if progress is not None:
-            progress(done, features.num_frames)
     return out
 
 

@@ -149,12 +149,14 @@ def run_reference(
     """Run the ReferenceNet once at t = 0 and return its per-block reference features.
 
     Args:
-        reference_unet: the ReferenceNet.
+        reference_unet: :class:`~aniportrait_lib.video.unet.ReferenceUNet` (``forward(sample,
+            encoder_hidden_states, timestep)``; it returns the features cast to float16 like the original's
+            reference banks).
         ref_latent: (B, 4, h, w) sampler-space reference latents (B = 2 with CFG: repeated).
         encoder_hidden_states: (B, 1, D) CLIP context (row 0 zeros with CFG).
     """
     timestep = torch.zeros((), dtype=torch.int64, device=ref_latent.device)
-    return reference_unet(ref_latent, timestep, encoder_hidden_states)
+    return reference_unet(ref_latent, encoder_hidden_states, timestep=timestep)
 
 
 def _validate_inputs(
@@ -223,7 +225,7 @@ def sample_video(
         cfg: classifier-free guidance scale; 1.0 disables the uncond branch entirely.
         seed: integer seed (CPU generator, device independent) or a ``torch.Generator``.
         context_frames, context_overlap: context-window length and overlap in frames.
-        device: compute device (default: the video UNet's device).
+        device: compute device (default: the video UNet's parameter device, else ``ref_latent``'s).
         dtype: model input dtype (default: the video UNet's parameter dtype). Latents and the window
             accumulation stay float32.
         callback: ``callback(step_index, total, latents_preview)`` after every window evaluation;
@@ -243,7 +245,7 @@ def sample_video(
     video_unet = models.video_unet
     pose_guider = models.pose_guider
     if device is None:
-        device = next(video_unet.parameters()).device
+        device = next((q.device for q in video_unet.parameters()), ref_latent.device)
     device = torch.device(device)
     if dtype is None:
         dtype = _model_dtype(video_unet, torch.float32)

@@ -1,0 +1,120 @@
+"""Start the vendored ComfyUI with this pack and talk to it over HTTP (used by the e2e tests and scripts)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENDOR = Path(os.environ.get("ANIPORTRAIT_REFERENCE", REPO_ROOT.parent / "shared" / "reference")).resolve().parent / "vendor"
+
+
+def comfy_dir() -> Path:
+    """Install/cache dir of the vendored ComfyUI (shared with .ci/run)."""
+    return Path(os.environ.get("ANIPORTRAIT_COMFYUI_DIR", Path.home() / ".cache" / "aniportrait-ci"))
+
+
+@dataclass
+class ComfyServer:
+    url: str
+    root: Path
+    input_dir: Path
+    output_dir: Path
+    models_dir: Path
+    log: Path
+    port: int
+
+    def queue(self, prompt: dict) -> requests.Response:
+        return requests.post(f"{self.url}/prompt", json={"prompt": prompt, "client_id": "aniportrait-tests"}, timeout=60)
+
+    def run(self, prompt: dict, timeout: float = 600) -> dict:
+        """Queue ``prompt`` and wait for its history entry (raises on validation errors)."""
+        r = self.queue(prompt)
+        if r.status_code != 200:
+            raise PromptRejected(r.json())
+        pid = r.json()["prompt_id"]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            h = requests.get(f"{self.url}/history/{pid}", timeout=30).json()
+            if pid in h:
+                return h[pid]
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {pid} did not finish in {timeout} s; log: {self.log}")
+
+    def alive(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/system_stats", timeout=10).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def object_info(self) -> dict:
+        return requests.get(f"{self.url}/object_info", timeout=60).json()
+
+
+class PromptRejected(RuntimeError):
+    def __init__(self, body: dict):
+        super().__init__(json.dumps(body)[:2000])
+        self.body = body
+
+
+def execution_error(history: dict) -> dict | None:
+    """The ``execution_error`` message of a finished prompt, or None."""
+    for kind, data in history.get("status", {}).get("messages", []):
+        if kind == "execution_error":
+            return data
+    return None
+
+
+def start_server(work: Path, port: int = 8299) -> ComfyServer:
+    """Start ComfyUI with only this pack, models/input/output under ``work`` (models via extra_model_paths.yaml)."""
+    work.mkdir(parents=True, exist_ok=True)
+    models = work / "models"
+    (models / "aniportrait").mkdir(parents=True, exist_ok=True)
+    inp, out = work / "input", work / "output"
+    inp.mkdir(exist_ok=True)
+    out.mkdir(exist_ok=True)
+    extra = work / "extra_model_paths.yaml"
+    extra.write_text(
+        "aniportrait_tests:\n"
+        f"    base_path: {models}\n"
+        "    aniportrait: aniportrait\n"
+        "    vae: vae\n"
+        "    clip_vision: clip_vision\n"
+    )
+    cmd = [
+        "bash", str(VENDOR / "start-comfyui.sh"), "--dir", str(comfy_dir()), "--port", str(port),
+        "--pack", f"aniportrait={REPO_ROOT}", "--only-packs", "--strict", "--timeout", "300",
+        "--", "--input-directory", str(inp), "--output-directory", str(out),
+        "--extra-model-paths-config", str(extra), "--disable-api-nodes",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ComfyUI did not start (exit {proc.returncode}):\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}")
+    env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line and line.startswith("COMFYUI_"))
+    return ComfyServer(env["COMFYUI_URL"].rstrip("/"), Path(env["COMFYUI_ROOT"]), inp, out, models, Path(env["COMFYUI_LOG"]), port)
+
+
+def stop_server(server: ComfyServer) -> None:
+    subprocess.run(["bash", str(VENDOR / "start-comfyui.sh"), "--dir", str(comfy_dir()), "--port", str(server.port), "--stop"],
+                   capture_output=True, text=True, timeout=120)
+
+
+def load_workflow(name: str) -> dict:
+    return json.loads((REPO_ROOT / "workflows" / name).read_text())
+
+
+def unique_prefix(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def copy_into(src: Path, dst_dir: Path, name: str | None = None) -> Path:
+    dst = dst_dir / (name or src.name)
+    shutil.copyfile(src, dst)
+    return dst

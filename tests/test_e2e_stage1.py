@@ -1,0 +1,140 @@
+"""End to end: the vendored ComfyUI server runs the stage-1 workflow of workflows/ with tiny random models."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import subprocess
+import wave
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aniportrait_lib import tiny
+from aniportrait_lib.face import renderer
+
+from comfy_server import PromptRejected, execution_error, load_workflow, start_server, stop_server, unique_prefix
+from conftest import shared_assets_dir
+
+pytestmark = pytest.mark.e2e
+
+NODE_IDS = [
+    "AniPortraitLoadAudioModels", "AniPortraitLoadFaceLandmarker", "AniPortraitFaceAnalysis", "AniPortraitAudioFeatures",
+    "AniPortraitAudio2Mesh", "AniPortraitAudio2Pose", "AniPortraitProjectLandmarks", "AniPortraitRenderPoseImages",
+]
+
+
+def _write_wav(path, samples: np.ndarray, rate: int) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def _wav_frames_at_30fps(path) -> int:
+    with wave.open(str(path)) as w:
+        n, rate = w.getnframes(), w.getframerate()
+    # the pack resamples to 16 kHz with soxr, which keeps round(n * 16000 / rate) samples
+    return math.ceil(round(n * 16000 / rate) / 16000 * 30)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("comfy")
+    srv = start_server(work)
+    try:
+        models = srv.models_dir / "aniportrait"
+        tiny.save_audio_models(models, seed=0)
+        shutil.copyfile(shared_assets_dir() / "face_landmarker.task", models / "face_landmarker.task")
+        broken = tiny.audio2mesh_state_dict(0)
+        broken["in_fn.weightt"] = broken.pop("in_fn.weight")
+        torch.save(broken, models / "broken_audio2mesh.pt")
+
+        from skimage import data
+        photo = data.astronaut()[10:220, 120:330]
+        Image.fromarray(photo).resize((512, 512), Image.BILINEAR).save(srv.input_dir / "aniportrait_reference.png")
+        Image.new("RGB", (512, 512), (128, 128, 128)).save(srv.input_dir / "grey.png")
+        speech = srv.input_dir / "aniportrait_speech.wav"
+        subprocess.run(["espeak-ng", "-w", str(speech), "Hello, this is a portrait that talks."], check=True, timeout=60)
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+def _stage1_prompt(changes: dict | None = None) -> dict:
+    prompt = copy.deepcopy(load_workflow("aniportrait_stage1_api.json"))
+    prompt["11"]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/pose")
+    prompt["13"]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/pose_video")
+    for (node, key), value in (changes or {}).items():
+        prompt[node]["inputs"][key] = value
+    return prompt
+
+
+def test_every_node_is_registered(server):
+    info = server.object_info()
+    missing = [n for n in NODE_IDS if n not in info]
+    assert not missing, f"nodes missing from /object_info: {missing}"
+    for n in NODE_IDS:
+        assert info[n]["category"].startswith("AniPortrait")
+
+
+def test_stage1_workflow_renders_lip_coloured_frames(server):
+    history = server.run(_stage1_prompt())
+    err = execution_error(history)
+    assert err is None, err and err.get("exception_message")
+    assert history["status"]["status_str"] == "success"
+    images = history["outputs"]["11"]["images"]
+    expected_frames = _wav_frames_at_30fps(server.input_dir / "aniportrait_speech.wav")
+    assert len(images) == expected_frames
+
+    palette = {tuple(p["color"]) for p in renderer.pose_image_style()["parts"]}
+    lips = {tuple(p["color"]) for p in renderer.pose_image_style()["parts"] if p["name"].startswith("lips")}
+    for entry in (images[0], images[len(images) // 2], images[-1]):
+        frame = np.asarray(Image.open(server.output_dir / entry["subfolder"] / entry["filename"]).convert("RGB"))
+        assert frame.shape == (512, 512, 3)
+        colours = {tuple(int(c) for c in px) for px in np.unique(frame.reshape(-1, 3), axis=0)} - {(0, 0, 0)}
+        assert colours and colours <= palette, f"unexpected colours {sorted(colours - palette)[:5]}"
+        assert len(colours & lips) == len(lips), "every lip segment must be drawn in its own colour"
+
+    video = history["outputs"]["13"]["images"][0]
+    assert (server.output_dir / video["subfolder"] / video["filename"]).stat().st_size > 0
+
+
+def test_image_without_face_gets_clear_error_and_server_survives(server):
+    history = server.run(_stage1_prompt({("1", "image"): "grey.png"}))
+    err = execution_error(history)
+    assert err is not None and err["node_type"] == "AniPortraitFaceAnalysis"
+    assert "no face" in err["exception_message"].lower()
+    assert server.alive()
+
+
+def test_missing_model_file_names_file_and_folder(server):
+    with pytest.raises(PromptRejected) as rej:
+        server.run(_stage1_prompt({("3", "audio2mesh_name"): "missing_audio2mesh.pt"}))
+    text = json.dumps(rej.value.body)
+    assert "missing_audio2mesh.pt" in text
+    assert str(server.models_dir / "aniportrait") in text
+    assert server.alive()
+
+
+def test_checkpoint_with_wrong_keys_names_them(server):
+    history = server.run(_stage1_prompt({("3", "audio2mesh_name"): "broken_audio2mesh.pt"}))
+    err = execution_error(history)
+    assert err is not None and err["node_type"] == "AniPortraitLoadAudioModels"
+    msg = err["exception_message"]
+    assert "broken_audio2mesh.pt" in msg and "in_fn.weightt" in msg and "in_fn.weight " in msg
+    assert server.alive()
+
+
+def test_empty_audio_gets_clear_error(server):
+    prompt = _stage1_prompt()
+    prompt["2"] = {"class_type": "EmptyAudio", "inputs": {"duration": 0.0, "sample_rate": 16000, "channels": 1}}
+    history = server.run(prompt)
+    err = execution_error(history)
+    assert err is not None and err["node_type"] == "AniPortraitAudioFeatures"
+    assert "empty" in err["exception_message"].lower()
+    assert server.alive()

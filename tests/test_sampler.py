@@ -1,0 +1,503 @@
+"""Stage-2 sampler: DDIM scheduler, context windows, preprocessing and the full Lmk2Video pipeline.
+
+Golden tests compare with cases produced by the original AniPortrait code (``golden/scheduler``,
+``golden/pipeline``); every size, length, seed and tolerance is read from the case files. The other tests
+use the pipeline case's tiny checkpoints (loaded through the real loading code) with synthetic inputs.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from aniportrait_lib.video.context import frame_coverage, uniform_context_windows
+from aniportrait_lib.video.preprocess import clip_preprocess, prepare_pose_tensor, vae_preprocess
+from aniportrait_lib.video.sampler import (
+    LATENT_SCALE,
+    SamplingInterrupted,
+    decode_latents,
+    encode_reference_latent,
+    make_noise,
+    sample_video,
+)
+from aniportrait_lib.video.scheduler import SCHEDULER_KWARGS, AniPortraitDDIM, make_scheduler
+
+from conftest import load_case
+
+log = logging.getLogger(__name__)
+
+
+def _max_err(a: Any, b: Any) -> float:
+    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    b = b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)
+    assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.0
+
+
+def _tol(text: str) -> float:
+    """First float in a tolerance string such as ``"abs 2e-4 (1-thread rerun ...)"``."""
+    for token in text.replace("(", " ").split():
+        try:
+            return float(token)
+        except ValueError:
+            continue
+    raise ValueError(f"no number in tolerance {text!r}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# scheduler
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.golden
+def test_scheduler_golden() -> None:
+    folder, case = load_case("scheduler")
+    sched = make_scheduler()
+    timesteps = sched.set_timesteps(len(case["timesteps"]))
+    assert timesteps.dtype == torch.int64
+    assert np.array_equal(timesteps.numpy(), np.load(folder / "timesteps.npy"))
+    assert timesteps.tolist() == case["timesteps"]
+
+    err_a = _max_err(sched.alphas_cumprod, np.load(folder / "alphas_cumprod.npy"))
+    err_b = _max_err(sched.betas, np.load(folder / "betas.npy"))
+    print(f"scheduler alphas_cumprod max err {err_a:.3g}, betas {err_b:.3g}")
+    assert err_a <= 1e-6 and err_b <= 1e-6
+    assert float(sched.alphas_cumprod[-1]) == 0.0
+
+    info = json.loads((folder / "scheduler_info.json").read_text())
+    if "init_noise_sigma" in info:
+        assert sched.init_noise_sigma == pytest.approx(float(info["init_noise_sigma"]))
+    if "final_alpha_cumprod" in info:
+        assert float(sched.final_alpha_cumprod) == pytest.approx(float(info["final_alpha_cumprod"]))
+
+    for call in case["step_calls"]:
+        k = call["k"]
+        t = int(timesteps[call["timestep_index"]])
+        assert t == call["timestep"]
+        assert sched.prev_timestep(t) == call["prev_timestep"]
+        out = sched.step(
+            torch.from_numpy(np.load(folder / f"step{k}_model_output.npy")), t,
+            torch.from_numpy(np.load(folder / f"step{k}_sample.npy")),
+        )
+        e_prev = _max_err(out.prev_sample, np.load(folder / f"step{k}_prev_sample.npy"))
+        e_x0 = _max_err(out.pred_original_sample, np.load(folder / f"step{k}_pred_original_sample.npy"))
+        print(f"scheduler step {k} (t={t}): prev_sample max err {e_prev:.3g}, pred_original_sample {e_x0:.3g}")
+        assert e_prev <= 1e-5 and e_x0 <= 1e-5
+
+
+def test_scheduler_config_and_quirks() -> None:
+    sched = make_scheduler()
+    assert SCHEDULER_KWARGS["prediction_type"] == "v_prediction"
+    assert SCHEDULER_KWARGS["timestep_spacing"] == "trailing"
+    assert sched.set_timesteps(3).tolist() == [999, 666, 332]
+    # prev_t = t - 1000 // N, not the next listed timestep
+    assert sched.prev_timestep(666) == 333
+    # at t=999 (zero terminal SNR) x0 = -v
+    x, v = torch.randn(2, 3), torch.randn(2, 3)
+    out = sched.step(v, 999, x)
+    assert torch.allclose(out.pred_original_sample, -v)
+    # the last step (prev_t < 0) returns x0 (alpha_prev = 1)
+    sched.set_timesteps(25)
+    out = sched.step(v, 39, x)
+    assert torch.allclose(out.prev_sample, out.pred_original_sample, atol=1e-6)
+    with pytest.raises(ValueError):
+        sched.set_timesteps(0)
+
+
+def test_scheduler_matches_diffusers() -> None:
+    diffusers = pytest.importorskip("diffusers")
+    ref = diffusers.DDIMScheduler(**SCHEDULER_KWARGS)
+    ours = AniPortraitDDIM()
+    assert _max_err(ours.alphas_cumprod, ref.alphas_cumprod) <= 1e-7
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 3, 7, 25, 50):
+        ref.set_timesteps(n)
+        ours.set_timesteps(n)
+        assert ours.timesteps.tolist() == ref.timesteps.tolist()
+        x = torch.randn(1, 4, 3, 5, 5, generator=gen)
+        v = torch.randn(1, 4, 3, 5, 5, generator=gen)
+        for t in ours.timesteps.tolist():
+            assert _max_err(ours.step(v, t, x).prev_sample, ref.step(v, t, x, eta=0.0).prev_sample) <= 1e-6
+
+
+# ------------------------------------------------------------------------------------------------------------
+# context windows
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.golden
+def test_context_windows_golden() -> None:
+    folder, _ = load_case("pipeline")
+    data = json.loads((folder / "context_windows_uniform.json").read_text())
+    assert data["windows"], "no windows in the golden file"
+    n_checked = 0
+    for n_frames, by_overlap in data["windows"].items():
+        for key, expected in by_overlap.items():
+            overlap = int(key.replace("overlap", ""))
+            got = uniform_context_windows(int(n_frames), 16, overlap)
+            assert got == expected, f"N={n_frames} overlap={overlap}: {got} != {expected}"
+            assert min(frame_coverage(got, int(n_frames))) >= 1
+            n_checked += 1
+    print(f"context windows: {n_checked} (N, overlap) cases match")
+
+
+def test_context_windows_wrap_and_validation() -> None:
+    assert uniform_context_windows(20) == [list(range(16)), list(range(12, 20)) + list(range(8))]
+    assert uniform_context_windows(5) == [list(range(5))]
+    assert uniform_context_windows(1) == [[0]]
+    assert uniform_context_windows(10, 4, 0) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
+    for kwargs in (
+        dict(num_frames=0),
+        dict(num_frames=20, context_frames=0),
+        dict(num_frames=20, context_frames=16, context_overlap=16),
+        dict(num_frames=20, context_frames=16, context_overlap=20),
+        dict(num_frames=20, context_overlap=-1),
+        dict(num_frames=20, context_stride=0),
+    ):
+        with pytest.raises(ValueError):
+            uniform_context_windows(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# models of the pipeline case (tiny, loaded with the real loading code)
+# ------------------------------------------------------------------------------------------------------------
+def _load_pipeline_models(folder: Path, case: dict) -> Any:
+    from aniportrait_lib.video.loading import Lmk2VideoConfig, PoseGuiderConfig, load_lmk2video_models
+
+    p = case["params"]
+    unet_cfg = json.loads((folder / "base_unet_config.json").read_text())
+    motion = json.loads((folder / "unet_additional_kwargs.json").read_text())
+    # the original hard-codes 32 GroupNorm groups in the motion module; the golden was built with `groups`
+    motion.setdefault("motion_module_kwargs", {})["norm_num_groups"] = int(p["groups"])
+    config = Lmk2VideoConfig(
+        unet=unet_cfg,
+        motion=motion,
+        pose_guider=PoseGuiderConfig(int(p["C"]), int(p["pg_heads"]), int(p["pg_head_dim"]), int(p["groups"])),
+    )
+    paths = {name: folder / f"{name}.pth" for name in ("reference_unet", "denoising_unet", "motion_module",
+                                                       "pose_guider")}
+    return load_lmk2video_models(paths, config, device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def pipeline_case() -> tuple[Path, dict]:
+    return load_case("pipeline")
+
+
+@pytest.fixture(scope="module")
+def tiny_models(pipeline_case: tuple[Path, dict]) -> Any:
+    return _load_pipeline_models(*pipeline_case)
+
+
+class _Recorder(torch.nn.Module):
+    """Wraps a module and records its calls (args/kwargs) and outputs."""
+
+    def __init__(self, inner: torch.nn.Module, transform: Any = None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.transform = transform
+        self.calls: list[tuple[tuple, dict, Any]] = []
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.inner(*args, **kwargs)
+        if self.transform is not None:
+            out = self.transform(out)
+        self.calls.append((args, kwargs, out))
+        return out
+
+
+def _wrapped(models: Any, **transforms: Any) -> SimpleNamespace:
+    return SimpleNamespace(
+        reference_unet=_Recorder(models.reference_unet, transforms.get("reference_unet")),
+        video_unet=_Recorder(models.video_unet, transforms.get("video_unet")),
+        pose_guider=_Recorder(models.pose_guider, transforms.get("pose_guider")),
+    )
+
+
+class _RecordingDDIM(AniPortraitDDIM):
+    """Scheduler that keeps every step's (t, sample, model_output, prev_sample)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[dict[str, Any]] = []
+
+    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor) -> Any:
+        out = super().step(model_output, timestep, sample)
+        self.records.append(dict(t=int(timestep), sample=sample.clone(), model_output=model_output.clone(),
+                                 prev_sample=out.prev_sample.clone()))
+        return out
+
+
+def _synthetic_inputs(case: dict, folder: Path, num_frames: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Reference latent / CLIP embedding of the case size and ``num_frames`` pose frames (golden frames ping-pong)."""
+    p = case["params"]
+    h, w = int(p["height"]) // 8, int(p["width"]) // 8
+    gen = torch.Generator().manual_seed(7)
+    ref_latent = torch.randn(1, 4, h, w, generator=gen)
+    clip_embeds = torch.randn(1, int(p["cross_dim"]), generator=gen)
+    base = np.load(folder / "in_pose_images_uint8.npy")
+    loop = np.concatenate([base, base[::-1]], axis=0)
+    reps = -(-num_frames // len(loop))
+    poses = np.concatenate([loop] * reps, axis=0)[:num_frames]
+    return ref_latent, clip_embeds, np.ascontiguousarray(poses)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# full pipeline golden
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.golden
+def test_pipeline_golden(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+    from diffusers import AutoencoderKL
+    from PIL import Image
+    from transformers import CLIPVisionModelWithProjection
+
+    folder, case = pipeline_case
+    p = case["params"]
+    tol = case["tolerance"]
+    width, height, n_frames = int(p["width"]), int(p["height"]), int(p["video_length"])
+
+    vae = AutoencoderKL.from_pretrained(str(folder / "vae"), local_files_only=True).eval()
+    image_encoder = CLIPVisionModelWithProjection.from_pretrained(str(folder / "image_encoder"),
+                                                                  local_files_only=True).eval()
+    ref_image = Image.open(folder / "in_ref_image.png").convert("RGB")
+    poses = np.load(folder / "in_pose_images_uint8.npy")
+    assert poses.shape[0] == n_frames and poses.shape[1:3] == (height, width)
+
+    errors: dict[str, float] = {}
+    with torch.no_grad():
+        clip_pixels = clip_preprocess(np.asarray(ref_image))
+        errors["clip_pixel_values"] = _max_err(clip_pixels, np.load(folder / "clip_pixel_values.npy"))
+        clip_embeds = image_encoder(clip_pixels).image_embeds
+        errors["clip_image_embeds"] = _max_err(clip_embeds, np.load(folder / "clip_image_embeds.npy"))
+        vae_in = vae_preprocess(np.asarray(ref_image), width, height)
+        errors["vae_ref_input"] = _max_err(vae_in, np.load(folder / "vae_ref_input.npy"))
+        ref_latent = encode_reference_latent(vae, vae_in)
+        errors["ref_image_latents"] = _max_err(ref_latent, np.load(folder / "ref_image_latents.npy"))
+        ref_pose = prepare_pose_tensor(np.load(folder / "in_ref_pose_uint8.npy")[None])[:, :, 0]
+        errors["ref_pose_tensor"] = _max_err(ref_pose, np.load(folder / "ref_pose_tensor.npy"))
+
+        init = make_noise((1, 4, n_frames, height // 8, width // 8), int(p["gen_seed"]))
+        init_expected = np.load(folder / "init_latents.npy")
+        assert np.array_equal(init.numpy(), init_expected), "init latents are not reproduced exactly"
+        errors["init_latents"] = _max_err(init, init_expected)
+
+        models = _wrapped(tiny_models)
+        sched = _RecordingDDIM()
+        progress: list[tuple[int, int]] = []
+        latents = sample_video(
+            models, ref_latent, clip_embeds, poses,
+            steps=int(p["num_inference_steps"]), cfg=float(p["guidance_scale"]), seed=int(p["gen_seed"]),
+            callback=lambda i, n, x: progress.append((i, n)), scheduler=sched,
+        )
+        pose_fea = models.pose_guider.calls[0][2]
+        for k, fea in enumerate(pose_fea):
+            errors[f"pose_fea_window0_{k}"] = _max_err(fea, np.load(folder / f"pose_fea_window0_{k}.npy"))
+        assert [r["t"] for r in sched.records] == case["timesteps"]
+        for k, rec in enumerate(sched.records):
+            for name in ("sample", "model_output", "prev_sample"):
+                errors[f"step{k}_{name}"] = _max_err(rec[name], np.load(folder / f"step{k}_{name}.npy"))
+        errors["final_latents"] = _max_err(latents, np.load(folder / "final_latents.npy"))
+        video = decode_latents(vae, latents)
+        errors["out_video"] = _max_err(video, np.load(folder / "out_video.npy"))
+
+    for name, err in errors.items():
+        print(f"pipeline {name}: max abs err {err:.3g}")
+
+    # structure of the run
+    n_windows = len(uniform_context_windows(n_frames, 16, 4))
+    assert len(models.reference_unet.calls) == 1
+    assert len(models.pose_guider.calls) == len(case["pose_guider_calls_input_shapes"])
+    for call, shape in zip(models.pose_guider.calls, case["pose_guider_calls_input_shapes"]):
+        assert list(call[0][0].shape) == shape
+    assert len(models.video_unet.calls) == int(p["num_inference_steps"]) * n_windows
+    assert progress == [(i + 1, len(progress)) for i in range(len(progress))]
+    assert len(progress) == int(p["num_inference_steps"]) * n_windows
+    assert tuple(video.shape) == tuple(case["expected"]["out_video.npy"])
+
+    assert errors["clip_pixel_values"] <= _tol(tol["clip_pixel_values"])
+    assert errors["ref_image_latents"] <= _tol(tol["ref_image_latents"])
+    assert errors["vae_ref_input"] <= 1e-5
+    assert errors["ref_pose_tensor"] == 0.0
+    assert errors["clip_image_embeds"] <= 1e-5
+    for k in range(5):
+        assert errors[f"pose_fea_window0_{k}"] <= 1e-3  # pose_guider case tolerance
+    lat_tol = _tol(tol["step*/final_latents"])
+    for name, err in errors.items():
+        if name.startswith("step") or name == "final_latents":
+            assert err <= lat_tol, f"{name}: {err} > {lat_tol}"
+    assert errors["out_video"] <= _tol(tol["out_video"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# CFG semantics
+# ------------------------------------------------------------------------------------------------------------
+def _perturb_features(features: list[torch.Tensor]) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(123)
+    return [f + torch.randn(f.shape, generator=gen).to(f.dtype) for f in features]
+
+
+def test_uncond_branch_ignores_reference_features(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+    folder, case = pipeline_case
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 18)
+    kwargs = dict(steps=1, cfg=3.5, seed=3)
+    plain = _wrapped(tiny_models)
+    sample_video(plain, ref_latent, clip_embeds, poses, **kwargs)
+    perturbed = _wrapped(tiny_models, reference_unet=_perturb_features)
+    sample_video(perturbed, ref_latent, clip_embeds, poses, **kwargs)
+
+    # the reference UNet ran once on the CFG batch: [zeros, clip] context
+    (ref_args, ref_kwargs, _), = plain.reference_unet.calls
+    context = ref_args[1]
+    assert context.shape[0] == 2 and torch.count_nonzero(context[0]) == 0 and torch.equal(context[1, 0], clip_embeds[0])
+
+    assert len(plain.video_unet.calls) == len(perturbed.video_unet.calls) >= 1
+    for (args_a, _, out_a), (args_b, _, out_b) in zip(plain.video_unet.calls, perturbed.video_unet.calls):
+        sample, _, states, _, features, mask = args_a
+        assert sample.shape[0] == 2
+        assert torch.count_nonzero(states[0]) == 0, "uncond row must get a zero CLIP embedding"
+        assert mask.tolist() == [False, True]
+        assert features is not None
+        assert torch.equal(args_a[0], args_b[0])  # same latents (single step: nothing diverged yet)
+        # uncond prediction unchanged by the reference features, cond prediction changed
+        assert _max_err(out_a[0], out_b[0]) <= 1e-6, "the uncond branch used the reference features"
+        assert _max_err(out_a[1], out_b[1]) > 1e-3, "the cond branch ignored the reference features"
+
+
+def test_cfg_one_skips_uncond_branch(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+    folder, case = pipeline_case
+    n_frames = 18
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, n_frames)
+    models = _wrapped(tiny_models)
+    steps = 2
+    latents = sample_video(models, ref_latent, clip_embeds, poses, steps=steps, cfg=1.0, seed=5)
+    n_windows = len(uniform_context_windows(n_frames))
+    assert torch.isfinite(latents).all()
+    (ref_args, _, _), = models.reference_unet.calls
+    assert ref_args[0].shape[0] == 1 and ref_args[1].shape[0] == 1
+    assert len(models.video_unet.calls) == steps * n_windows
+    for args, _, _ in models.video_unet.calls:
+        assert args[0].shape[0] == 1
+        assert args[2].shape[0] == 1 and torch.equal(args[2][0, 0], clip_embeds[0])
+        assert args[5].tolist() == [True]
+    for args, _, _ in models.pose_guider.calls:
+        assert args[0].shape[0] == 1
+
+
+class _ConstantUNet(torch.nn.Module):
+    """Predicts v = 1 (cond rows) / 0 (uncond rows) everywhere."""
+
+    def forward(self, sample, timestep, states, pose, features, mask):  # noqa: ANN001
+        out = torch.zeros_like(sample)
+        out[mask] = 1.0
+        return out
+
+
+def test_window_average_and_guidance(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+    """Overlapping frames are averaged (also without CFG, unlike the original) before guidance."""
+    folder, case = pipeline_case
+    n_frames = 20
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, n_frames)
+    models = SimpleNamespace(reference_unet=tiny_models.reference_unet, video_unet=_ConstantUNet(),
+                             pose_guider=tiny_models.pose_guider)
+    for cfg, expected in ((1.0, 1.0), (2.5, 2.5)):
+        sched = _RecordingDDIM()
+        sample_video(models, ref_latent, clip_embeds, poses, steps=1, cfg=cfg, seed=0, scheduler=sched)
+        (rec,) = sched.records
+        assert torch.allclose(rec["model_output"], torch.full_like(rec["model_output"], expected)), cfg
+
+
+# ------------------------------------------------------------------------------------------------------------
+# long video, determinism, progress, validation
+# ------------------------------------------------------------------------------------------------------------
+def test_long_video_wraparound_deterministic(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+    folder, case = pipeline_case
+    n_frames = 40
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, n_frames)
+    windows = uniform_context_windows(n_frames)
+    assert any(w[-1] < w[0] for w in windows), "expected a wrap-around window"
+    progress: list[tuple[int, int]] = []
+    models = _wrapped(tiny_models)
+    a = sample_video(models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=11,
+                     callback=lambda i, n, x: progress.append((i, n)))
+    h, w = ref_latent.shape[-2:]
+    assert tuple(a.shape) == (1, 4, n_frames, h, w)
+    assert a.dtype == torch.float32 and torch.isfinite(a).all()
+    assert progress == [(i + 1, 2 * len(windows)) for i in range(2 * len(windows))]
+    for (args, _, _), win in zip(models.video_unet.calls, windows * 2):
+        assert args[0].shape[2] == len(win)
+    b = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=11)
+    assert torch.equal(a, b)
+    c = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=12)
+    assert _max_err(a, c) > 1e-2
+    # a generator gives the same noise as the integer seed
+    d = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5,
+                     seed=torch.Generator("cpu").manual_seed(11))
+    assert torch.equal(a, d)
+
+
+def test_noise_matches_global_manual_seed() -> None:
+    shape = (1, 4, 5, 3, 2)
+    state = torch.random.get_rng_state()
+    try:
+        expected = torch.randn(shape, generator=torch.manual_seed(1234))
+    finally:
+        torch.random.set_rng_state(state)
+    assert torch.equal(make_noise(shape, 1234), expected)
+    with pytest.raises(ValueError):
+        make_noise(shape, -1)
+
+
+def test_interrupt(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+    folder, case = pipeline_case
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 4)
+    calls = []
+
+    def check() -> bool:
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(SamplingInterrupted):
+        sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=3, cfg=3.5, interrupt_check=check)
+    assert len(calls) == 2
+
+
+def test_input_validation(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+    folder, case = pipeline_case
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 4)
+    good = dict(steps=1, cfg=2.0)
+    bad_cases = [
+        (dict(), dict(cfg=0.5)),
+        (dict(), dict(cfg=float("nan"))),
+        (dict(), dict(steps=0)),
+        (dict(), dict(context_overlap=16)),
+        (dict(poses=poses[:0]), dict()),
+        (dict(poses=poses[:, :-8]), dict()),  # size does not match the latent
+        (dict(poses=poses[:, :-3]), dict()),  # not a multiple of 8
+        (dict(poses=poses[..., :2]), dict()),
+        (dict(ref_latent=ref_latent[:, :3]), dict()),
+        (dict(clip_embeds=clip_embeds.repeat(2, 1)), dict()),
+    ]
+    for inputs, kwargs in bad_cases:
+        args = dict(ref_latent=ref_latent, clip_embeds=clip_embeds, poses=poses)
+        args.update(inputs)
+        with pytest.raises(ValueError):
+            sample_video(tiny_models, args["ref_latent"], args["clip_embeds"], args["poses"], **{**good, **kwargs})
+
+
+def test_preprocess_shapes_and_ranges() -> None:
+    gen = np.random.default_rng(0)
+    frames = gen.integers(0, 256, size=(3, 16, 24, 3), dtype=np.uint8)
+    pose = prepare_pose_tensor(frames)
+    assert pose.shape == (1, 3, 3, 16, 24) and pose.dtype == torch.float32
+    assert torch.equal(pose[0, :, 1], torch.from_numpy(frames[1]).permute(2, 0, 1).float() * 2 - 1)
+    assert torch.equal(prepare_pose_tensor(frames.astype(np.float32) / 255.0), pose)
+    assert prepare_pose_tensor(frames, 32, 48).shape == (1, 3, 3, 32, 48)
+    image = gen.integers(0, 256, size=(50, 40, 3), dtype=np.uint8)
+    clip = clip_preprocess(image)
+    assert clip.shape == (1, 3, 224, 224)
+    vae_in = vae_preprocess(image, 24, 16)
+    assert vae_in.shape == (1, 3, 16, 24) and vae_in.min() >= -1 and vae_in.max() <= 1
+    assert LATENT_SCALE == pytest.approx(0.18215)
