@@ -6,7 +6,6 @@ use the pipeline case's tiny checkpoints (loaded through the real loading code) 
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from pathlib import Path
@@ -64,9 +63,26 @@ def test_scheduler_golden() -> None:
     assert timesteps.tolist() == case["timesteps"]
 
     err_a = _max_err(sched.alphas_cumprod, np.load(folder / "alphas_cumprod.npy"))
-    err_b = _max_err(sched.betas, np.load(folder / "betas.npy"))
-    print(f"scheduler alphas_cumprod max err {err_a:.3g}, betas {err_b:.3g}")
-    assert err_a <= 1e-6 and err_b <= 1e-6
+    betas_expected = np.load(folder / "betas.npy").astype(np.float64)
+    # beta_t = 1 - abar_t / abar_{t-1} with sqrt(abar) = (sqrt(abar_orig) - last) * scale cancels in float32
+    # near the end of the schedule: one-ulp differences of cumprod/sqrt between torch builds/CPUs move those
+    # betas by a few 1e-6 (seen: 1.4e-6 at t < 990 and 3.0e-6 at t = 998 on torch 2.11; the exact float64
+    # value differs from the golden's float32 one by up to 4.0e-6). Tolerance per entry: 1e-6 or the float32
+    # rounding bound 16 * eps32 * cond_t, cond_t = (1 - beta_t) * last / sqrt(abar_t), whichever is larger.
+    # The sampler never reads betas, only alphas_cumprod (held to 1e-6 everywhere).
+    b64 = torch.linspace(SCHEDULER_KWARGS["beta_start"], SCHEDULER_KWARGS["beta_end"], len(betas_expected),
+                         dtype=torch.float64)
+    sqrt_orig = torch.cumprod(1 - b64, 0).sqrt()
+    last = float(sqrt_orig[-1])
+    sqrt_new = ((sqrt_orig - last) * (float(sqrt_orig[0]) / (float(sqrt_orig[0]) - last))).numpy()
+    cond = (1 - betas_expected) * last / np.maximum(sqrt_new, 1e-30)
+    beta_tol = np.maximum(1e-6, 16 * np.finfo(np.float32).eps * cond)
+    beta_err = np.abs(sched.betas.numpy().astype(np.float64) - betas_expected)
+    err_b = float(beta_err.max())
+    print(f"scheduler alphas_cumprod max err {err_a:.3g}, betas {err_b:.3g} "
+          f"(max err/tol {float((beta_err / beta_tol).max()):.3g})")
+    assert err_a <= 1e-6
+    assert (beta_err <= beta_tol).all(), f"betas off at t={np.nonzero(beta_err > beta_tol)[0].tolist()}"
     assert float(sched.alphas_cumprod[-1]) == 0.0
 
     info = json.loads((folder / "scheduler_info.json").read_text())
@@ -309,7 +325,10 @@ def test_pipeline_golden(pipeline_case: tuple[Path, dict], tiny_models: Any) -> 
     # structure of the run
     n_windows = len(uniform_context_windows(n_frames, 16, 4))
     assert len(models.reference_unet.calls) == 1
-    assert len(models.pose_guider.calls) == len(case["pose_guider_calls_input_shapes"])
+    # the original calls the pose guider per step and window; its output only depends on the window, so the
+    # sampler computes it once per window (the per-step recomputation is checked equal in the long-video test)
+    assert len(case["pose_guider_calls_input_shapes"]) == int(p["num_inference_steps"]) * n_windows
+    assert len(models.pose_guider.calls) == n_windows
     for call, shape in zip(models.pose_guider.calls, case["pose_guider_calls_input_shapes"]):
         assert list(call[0][0].shape) == shape
     assert len(models.video_unet.calls) == int(p["num_inference_steps"]) * n_windows
@@ -428,8 +447,13 @@ def test_long_video_wraparound_deterministic(pipeline_case: tuple[Path, dict], t
     assert progress == [(i + 1, 2 * len(windows)) for i in range(2 * len(windows))]
     for (args, _, _), win in zip(models.video_unet.calls, windows * 2):
         assert args[0].shape[2] == len(win)
+    assert len(models.pose_guider.calls) == len(windows)  # cached after the first step
     b = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=11)
     assert torch.equal(a, b)
+    uncached = _wrapped(tiny_models)
+    b2 = sample_video(uncached, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=11, cache_pose_features=False)
+    assert len(uncached.pose_guider.calls) == 2 * len(windows)
+    assert torch.equal(a, b2), "cached pose features changed the result"
     c = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=12)
     assert _max_err(a, c) > 1e-2
     # a generator gives the same noise as the integer seed
@@ -494,6 +518,11 @@ def test_preprocess_shapes_and_ranges() -> None:
     assert pose.shape == (1, 3, 3, 16, 24) and pose.dtype == torch.float32
     assert torch.equal(pose[0, :, 1], torch.from_numpy(frames[1]).permute(2, 0, 1).float() * 2 - 1)
     assert torch.equal(prepare_pose_tensor(frames.astype(np.float32) / 255.0), pose)
+    assert torch.equal(prepare_pose_tensor(torch.from_numpy(frames).float()), pose)  # uint8-valued floats
+    with pytest.raises(ValueError):
+        prepare_pose_tensor(frames.astype(np.float32) - 1.0)
+    with pytest.raises(ValueError):
+        prepare_pose_tensor(frames[..., :2])
     assert prepare_pose_tensor(frames, 32, 48).shape == (1, 3, 3, 32, 48)
     image = gen.integers(0, 256, size=(50, 40, 3), dtype=np.uint8)
     clip = clip_preprocess(image)

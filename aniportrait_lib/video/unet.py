@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -250,7 +250,6 @@ class _ReferenceIO:
     features: Sequence[torch.Tensor] | None = None
     sample_mask: torch.Tensor | None = None
     index: int = 0
-    names: list[str] = field(default_factory=list)
 
     def take(self) -> torch.Tensor | None:
         if self.features is None:
@@ -260,6 +259,17 @@ class _ReferenceIO:
         feat = self.features[self.index]
         self.index += 1
         return feat
+
+
+def _runs(mask: torch.Tensor) -> list[tuple[int, int, bool]]:
+    """``[(start, stop, value)]`` runs of equal values in a 1-D host bool tensor."""
+    values = [bool(v) for v in mask.tolist()]
+    runs, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            runs.append((start, i, values[start]))
+            start = i
+    return runs
 
 
 class TransformerBlock(nn.Module):
@@ -316,24 +326,20 @@ class TransformerBlock(nn.Module):
         ref = ref.to(device=n.device, dtype=n.dtype)
         q, k, v = attn.to_q(n), attn.to_k(n), attn.to_v(n)
         k_ref, v_ref = attn.to_k(ref), attn.to_v(ref)
-        if bool(use.all()):
-            if ref.shape[0] == 1:
-                k_ref, v_ref = k_ref.expand(rows, -1, -1), v_ref.expand(rows, -1, -1)
-            else:
-                k_ref, v_ref = k_ref.repeat_interleave(frames, 0), v_ref.repeat_interleave(frames, 0)
-            out = _sdpa(q, torch.cat([k, k_ref], 1), torch.cat([v, v_ref], 1), attn.heads)
-            return attn.to_out[0](out)
-        # mixed batch (e.g. CFG [uncond, cond]): reference rows and plain rows separately
-        row_use = use.repeat_interleave(frames)
-        idx_ref = torch.nonzero(row_use).flatten().to(n.device)
-        idx_plain = torch.nonzero(~row_use).flatten().to(n.device)
-        ref_rows = idx_ref // frames if ref.shape[0] > 1 else torch.zeros_like(idx_ref)
-        out = torch.empty_like(q)
-        out[idx_ref] = _sdpa(
-            q[idx_ref], torch.cat([k[idx_ref], k_ref[ref_rows]], 1), torch.cat([v[idx_ref], v_ref[ref_rows]], 1),
-            attn.heads,
-        )
-        out[idx_plain] = _sdpa(q[idx_plain], k[idx_plain], v[idx_plain], attn.heads)
+        # runs of consecutive samples with the same mask value (CFG [uncond, cond]: two runs), sliced without copies
+        outs = []
+        for first, stop, with_ref in _runs(use):
+            r0, r1 = first * frames, stop * frames
+            qs, ks, vs = q[r0:r1], k[r0:r1], v[r0:r1]
+            if with_ref:
+                if ref.shape[0] == 1:
+                    kr, vr = k_ref.expand(r1 - r0, -1, -1), v_ref.expand(r1 - r0, -1, -1)
+                else:
+                    kr = k_ref[first:stop].repeat_interleave(frames, 0)
+                    vr = v_ref[first:stop].repeat_interleave(frames, 0)
+                ks, vs = torch.cat([ks, kr], 1), torch.cat([vs, vr], 1)  # own tokens first
+            outs.append(_sdpa(qs, ks, vs, attn.heads))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return attn.to_out[0](out)
 
     def _cross_attention(self, n: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
