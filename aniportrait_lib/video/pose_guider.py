@@ -15,7 +15,7 @@ Behaviour of the original that this module reproduces or drops, on purpose:
   lot: the released model was never run that way). Batch statistics depend on the batch: to match the original's
   numbers feed the CFG-duplicated batch (both halves equal) like its pipeline does.
 * **Input range** - the original pipeline feeds ``2 * uint8 - 1`` (values in [-1, 509], no /255): see
-  :func:`pose_images_to_input`.
+  :func:`aniportrait_lib.video.preprocess.prepare_pose_tensor`.
 * **Reference pose** - the original also pushes the reference pose image through the same layers and passes it
   as ``encoder_hidden_states`` to ``cross_attn1..4``, but those blocks have no cross-attention (no
   ``cross_attention_dim``), so it has **no effect on the outputs**; it only moved BatchNorm running stats and made
@@ -115,7 +115,7 @@ class PoseGuider(nn.Module):
 
         Args:
             pose: ``(B, 3, F, H, W)`` pose images in the original's input range (``2 * uint8 - 1``, see
-                :func:`pose_images_to_input`); H, W multiples of 8. In batch-stats mode the batch matters: pass the
+                :func:`aniportrait_lib.video.preprocess.prepare_pose_tensor`); H, W multiples of 8. In batch-stats mode the batch matters: pass the
                 CFG-duplicated batch to reproduce the original.
             ref_pose: accepted and ignored (it has no effect on the outputs in the original either).
 
@@ -140,15 +140,6 @@ class PoseGuider(nn.Module):
             x = attn(convs(x))
             features.append(video(x))
         return features
-
-
-def pose_images_to_input(frames_uint8: torch.Tensor) -> torch.Tensor:
-    """``(F, H, W, 3)`` uint8 pose frames (channel order as rendered, no swap) -> ``(1, 3, F, H, W)`` float32
-    ``2 * x - 1`` in [-1, 509] - the original pipeline's (unintended, but trained-with) value range."""
-    if frames_uint8.ndim != 4 or frames_uint8.shape[-1] != 3:
-        raise ValueError(f"expected (F, H, W, 3) frames, got {tuple(frames_uint8.shape)}")
-    x = frames_uint8.to(torch.float32) * 2.0 - 1.0
-    return x.permute(3, 0, 1, 2).unsqueeze(0)
 
 
 def build_pose_guider(noise_latent_channels: int = 320, attention_heads: int = 16, attention_head_dim: int = 88,

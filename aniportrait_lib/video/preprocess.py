@@ -86,6 +86,12 @@ def to_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     raise ValueError(f"Unsupported pose frame dtype {arr.dtype}; use uint8 0..255 or float 0..1.")
 
 
+def resize_for_clip(image: ImageLike) -> np.ndarray:
+    """Reference photo -> uint8 (224, 224, 3), PIL BICUBIC like the original (``ref_image.resize((224, 224))``)."""
+    pil = Image.fromarray(to_uint8_image(image))
+    return np.asarray(pil.resize((CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE), resample=Image.BICUBIC), dtype=np.uint8)
+
+
 def clip_preprocess(image: ImageLike) -> torch.Tensor:
     """Reference photo -> CLIP image-encoder input.
 
@@ -95,13 +101,22 @@ def clip_preprocess(image: ImageLike) -> torch.Tensor:
     Returns:
         float32 tensor (1, 3, 224, 224): BICUBIC resize to 224x224, /255, ``(x - CLIP_MEAN) / CLIP_STD``.
     """
-    pil = Image.fromarray(to_uint8_image(image))
-    pil = pil.resize((CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE), resample=Image.BICUBIC)
-    x = np.asarray(pil, dtype=np.uint8).astype(np.float32) * np.float32(1.0 / 255.0)
+    x = resize_for_clip(image).astype(np.float32) * np.float32(1.0 / 255.0)
     mean = np.asarray(CLIP_MEAN, dtype=np.float32)
     std = np.asarray(CLIP_STD, dtype=np.float32)
     x = (x - mean) / std
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+
+
+def resize_reference(image: ImageLike, width: int, height: int) -> np.ndarray:
+    """Reference photo -> uint8 (height, width, 3), PIL LANCZOS like the original's VaeImageProcessor."""
+    width, height = int(width), int(height)
+    if width < 1 or height < 1:
+        raise ValueError(f"width and height must be positive, got {width}x{height}.")
+    pil = Image.fromarray(to_uint8_image(image))
+    if pil.size != (width, height):
+        pil = pil.resize((width, height), resample=Image.LANCZOS)
+    return np.asarray(pil, dtype=np.uint8)
 
 
 def vae_preprocess(image: ImageLike, width: int, height: int) -> torch.Tensor:
@@ -114,13 +129,7 @@ def vae_preprocess(image: ImageLike, width: int, height: int) -> torch.Tensor:
     Returns:
         float32 tensor (1, 3, height, width) in [-1, 1]: PIL LANCZOS resize to (width, height), /255, 2x-1.
     """
-    width, height = int(width), int(height)
-    if width < 1 or height < 1:
-        raise ValueError(f"width and height must be positive, got {width}x{height}.")
-    pil = Image.fromarray(to_uint8_image(image))
-    if pil.size != (width, height):
-        pil = pil.resize((width, height), resample=Image.LANCZOS)
-    x = np.asarray(pil, dtype=np.uint8).astype(np.float32) / 255.0
+    x = resize_reference(image, width, height).astype(np.float32) / 255.0
     x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
     return 2.0 * x - 1.0
 
