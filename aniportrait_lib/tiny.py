@@ -64,7 +64,7 @@ def save_audio_models(folder: str | Path, seed: int = 0, full_size: bool = False
 # ------------------------------------------------------------------------------------------------ stage 2
 #: a small Lmk2Video UNet that the loaders' inference rules recover from the files alone (SD1.5 head and
 #: group counts, 768-d CLIP context so it works with a real sd-image-variations encoder)
-SMALL_UNET = {"block_out_channels": [32, 32, 64, 64], "layers_per_block": 1, "cross_attention_dim": 768}
+SMALL_UNET = {"block_out_channels": [32, 64, 128, 128], "layers_per_block": 1, "cross_attention_dim": 768}
 SMALL_POSE_GUIDER = {"noise_latent_channels": 32, "attention_heads": 16, "attention_head_dim": 2}
 
 

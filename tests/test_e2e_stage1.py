@@ -16,8 +16,7 @@ from PIL import Image
 from aniportrait_lib import tiny
 from aniportrait_lib.face import renderer
 
-from comfy_server import PromptRejected, execution_error, load_workflow, start_server, stop_server, unique_prefix
-from conftest import shared_assets_dir
+from comfy_server import PromptRejected, execution_error, load_workflow, unique_prefix
 
 pytestmark = pytest.mark.e2e
 
@@ -27,42 +26,11 @@ NODE_IDS = [
 ]
 
 
-def _write_wav(path, samples: np.ndarray, rate: int) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-
-
 def _wav_frames_at_30fps(path) -> int:
     with wave.open(str(path)) as w:
         n, rate = w.getnframes(), w.getframerate()
     # the pack resamples to 16 kHz with soxr, which keeps round(n * 16000 / rate) samples
     return math.ceil(round(n * 16000 / rate) / 16000 * 30)
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    work = tmp_path_factory.mktemp("comfy")
-    srv = start_server(work)
-    try:
-        models = srv.models_dir / "aniportrait"
-        tiny.save_audio_models(models, seed=0)
-        shutil.copyfile(shared_assets_dir() / "face_landmarker.task", models / "face_landmarker.task")
-        broken = tiny.audio2mesh_state_dict(0)
-        broken["in_fn.weightt"] = broken.pop("in_fn.weight")
-        torch.save(broken, models / "broken_audio2mesh.pt")
-
-        from skimage import data
-        photo = data.astronaut()[10:220, 120:330]
-        Image.fromarray(photo).resize((512, 512), Image.BILINEAR).save(srv.input_dir / "aniportrait_reference.png")
-        Image.new("RGB", (512, 512), (128, 128, 128)).save(srv.input_dir / "grey.png")
-        speech = srv.input_dir / "aniportrait_speech.wav"
-        subprocess.run(["espeak-ng", "-w", str(speech), "Hello, this is a portrait that talks."], check=True, timeout=60)
-        yield srv
-    finally:
-        stop_server(srv)
 
 
 def _stage1_prompt(changes: dict | None = None) -> dict:

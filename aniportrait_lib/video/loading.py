@@ -253,10 +253,12 @@ def load_lmk2video_models(paths: Mapping[str, PathLike | StateDict], config: Lmk
         cfg.pose_guider = PoseGuiderConfig(pose.final_proj.out_channels, pose.cross_attn1.transformer_blocks[0].attn1.heads,
                                            pose.cross_attn1.proj_in.out_channels
                                            // pose.cross_attn1.transformer_blocks[0].attn1.heads)
-    c0 = video.settings.block_out_channels[0]
-    if pose.final_proj.out_channels != c0:
+    c = pose.final_proj.out_channels
+    # pose features are added after conv_in and after each down block: widths C, C, 2C, 4C, 4C
+    boc = list(video.settings.block_out_channels)
+    if [boc[0], *boc] != [c, c, 2 * c, 4 * c, 4 * c][: len(boc) + 1]:
         raise CheckpointError(
-            f"pose guider width {pose.final_proj.out_channels} does not match the denoising UNet's first block "
-            f"width {c0}: the pose guider and UNet checkpoints do not belong together"
+            f"the pose guider's feature widths ({c}, {c}, {2 * c}, {4 * c}, {4 * c}) do not match the denoising "
+            f"UNet's block widths {boc}: the pose guider and UNet checkpoints do not belong together"
         )
     return Lmk2VideoModels(reference, video, pose, cfg)

@@ -1,0 +1,76 @@
+"""End to end: LoadImage + LoadAudio -> stage 1 -> Lmk2Video sampler -> VAEDecode -> CreateVideo/SaveVideo -> mp4."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import wave
+
+import av
+import pytest
+
+from comfy_server import PromptRejected, execution_error, load_workflow, unique_prefix
+
+pytestmark = pytest.mark.e2e
+
+
+def _frames_at_30fps(path) -> int:
+    with wave.open(str(path)) as w:
+        n, rate = w.getnframes(), w.getframerate()
+    return math.ceil(round(n * 16000 / rate) / 16000 * 30)
+
+
+def _video_prompt(size=(64, 64), steps=2, audio="short_speech.wav") -> dict:
+    prompt = copy.deepcopy(load_workflow("aniportrait_audio2video_api.json"))
+    prompt["2"]["inputs"]["audio"] = audio
+    w, h = size
+    for node in ("9", "17"):
+        prompt[node]["inputs"]["width"], prompt[node]["inputs"]["height"] = w, h
+    prompt["17"]["inputs"]["steps"] = steps
+    prompt["20"]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/video")
+    return prompt
+
+
+def test_stage2_nodes_registered(server):
+    info = server.object_info()
+    for node in ("AniPortraitLoadLmk2VideoModels", "AniPortraitLmk2VideoSampler"):
+        assert node in info
+    sampler_inputs = info["AniPortraitLmk2VideoSampler"]["input"]["required"]
+    assert sampler_inputs["vae"][0] == "VAE" and sampler_inputs["clip_vision"][0] == "CLIP_VISION"
+    assert info["AniPortraitLmk2VideoSampler"]["output"] == ["LATENT"]
+
+
+def test_audio_to_video_workflow_writes_mp4_with_audio(stage2_models):
+    server = stage2_models
+    prompt = _video_prompt(size=(72, 64))
+    history = server.run(prompt, timeout=900)
+    err = execution_error(history)
+    assert err is None, err and (err.get("node_type"), err.get("exception_message"), err.get("traceback"))
+    video = history["outputs"]["20"]["images"][0]
+    path = server.output_dir / video["subfolder"] / video["filename"]
+    assert path.suffix == ".mp4" and path.stat().st_size > 0
+    expected = _frames_at_30fps(server.input_dir / "short_speech.wav")
+    with av.open(str(path)) as container:
+        vstream = container.streams.video[0]
+        assert len(container.streams.audio) == 1, "the mp4 must carry the audio track"
+        frames = sum(1 for _ in container.decode(vstream))
+        assert (vstream.codec_context.width, vstream.codec_context.height) == (72, 64)
+        assert abs(float(vstream.average_rate) - 30.0) < 1e-6
+    assert frames == expected
+
+
+def test_size_not_multiple_of_8_is_rejected_with_a_clear_message(stage2_models):
+    prompt = _video_prompt(size=(60, 64))
+    with pytest.raises(PromptRejected) as rej:
+        stage2_models.run(prompt)
+    assert "multiples of 8" in json.dumps(rej.value.body)
+    assert stage2_models.alive()
+
+
+def test_missing_stage2_file_names_file_and_folder(stage2_models):
+    prompt = _video_prompt()
+    prompt["14"]["inputs"]["motion_module_name"] = "mm_missing.pth"
+    with pytest.raises(PromptRejected) as rej:
+        stage2_models.run(prompt)
+    text = json.dumps(rej.value.body)
+    assert "mm_missing.pth" in text and str(stage2_models.models_dir / "aniportrait") in text
