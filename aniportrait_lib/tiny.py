@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .audio import models
+from .positional import sinusoidal_table
+
 
 #: a small wav2vec2 (same layer types as wav2vec2-base, fewer/narrower layers)
 TINY_WAV2VEC = {
@@ -34,6 +35,8 @@ def _randomize(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
 
 
 def audio2mesh_state_dict(seed: int = 0, full_size: bool = False) -> dict[str, torch.Tensor]:
+    from .audio import models
+
     cfg = models.Audio2MeshConfig(wav2vec={} if full_size else dict(TINY_WAV2VEC), latent_dim=512 if full_size else 32)
     model = models.build_audio2mesh(cfg)
     _randomize(model, seed)
@@ -43,11 +46,13 @@ def audio2mesh_state_dict(seed: int = 0, full_size: bool = False) -> dict[str, t
 
 
 def audio2pose_state_dict(seed: int = 1, full_size: bool = False) -> dict[str, torch.Tensor]:
+    from .audio import models
+
     cfg = models.Audio2PoseConfig(wav2vec={} if full_size else dict(TINY_WAV2VEC), latent_dim=512 if full_size else 32)
     model = models.build_audio2pose(cfg)
     _randomize(model, seed)
     sd = models.release_state_dict(model)
-    sd["PPE.pe"] = models.sinusoidal_table(cfg.max_frames, cfg.latent_dim)
+    sd["PPE.pe"] = sinusoidal_table(cfg.max_frames, cfg.latent_dim)
     return sd
 
 
@@ -104,7 +109,7 @@ def lmk2video_state_dicts(seed: int = 0, full_size: bool = False) -> dict[str, d
     vid_sd = _random_state_dict(shapes(vid), seed + 1)
     for k, v in vid_sd.items():  # motion-module position tables are fixed sinusoids, not weights
         if k.endswith("pos_encoder.pe"):
-            vid_sd[k] = models.sinusoidal_table(v.shape[1], v.shape[2])
+            vid_sd[k] = sinusoidal_table(v.shape[1], v.shape[2])
     pg_sd = _random_state_dict(shapes(guide), seed + 2)
     pg_sd["scale"] = torch.ones(1)
     return {

@@ -20,22 +20,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import weights
+from ..positional import sinusoidal_table
 from . import wav2vec
 
 #: number of speaking-style ids of the released Audio2Pose
 NUM_STYLE_IDS = 100
 #: positional-encoding length: the longest chunk Audio2Pose can decode in one go (frames)
 MAX_POSE_FRAMES = 600
-
-
-def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
-    """``(1, length, dim)`` sine/cosine table (sin on even, cos on odd channels)."""
-    pe = torch.zeros(length, dim)
-    position = torch.arange(0, length).unsqueeze(1).float()
-    div = torch.exp(torch.arange(0, dim, 2).float() * -(math.log(10000.0) / dim))
-    pe[:, 0::2] = torch.sin(position * div)
-    pe[:, 1::2] = torch.cos(position * div)
-    return pe.unsqueeze(0)
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:

@@ -44,6 +44,8 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
+from ..positional import sinusoidal_table
+
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -407,12 +409,7 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, dim: int, max_len: int):
         super().__init__()
-        position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-        div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-        pe = torch.zeros(1, max_len, dim)
-        pe[0, :, 0::2] = torch.sin(position * div_term)
-        pe[0, :, 1::2] = torch.cos(position * div_term)
-        self.register_buffer("pe", pe)
+        self.register_buffer("pe", sinusoidal_table(max_len, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (N, F, dim)`` + ``pe[:, :F]``."""

@@ -1,0 +1,156 @@
+"""Stage-2 (Lmk2Video) speed and memory with random weights.
+
+GPU, full size (the numbers in BENCHMARKS.md):
+    python scripts/benchmark_stage2.py --full-size --device cuda --dtype fp16 --size 512 --frames 48 --steps 25
+CPU, small config:
+    python scripts/benchmark_stage2.py --device cpu --dtype fp32 --size 64 --frames 40 --steps 25
+
+Reports seconds per frame for the sampler (ReferenceNet once + steps x windows of PoseGuider + UNet),
+the VAE decode (SD1.5 architecture, ComfyUI-style batches), and peak memory (CUDA allocator peak, or
+process peak RSS on CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aniportrait_lib import tiny  # noqa: E402
+from aniportrait_lib.video import context, pose_guider, sampler, unet  # noqa: E402
+from aniportrait_lib.video.loading import Lmk2VideoModels, Lmk2VideoConfig, PoseGuiderConfig  # noqa: E402
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if not t.is_floating_point():
+                t.zero_()
+            elif "norm" in name and name.endswith("weight") or name.endswith("running_var"):
+                t.fill_(1.0)
+            elif name.endswith("bias") or name.endswith("running_mean"):
+                t.zero_()
+            else:
+                t.copy_((torch.randn(t.shape, generator=gen) * 0.02).to(t.dtype))
+    return module
+
+
+def build_models(full_size: bool, device: torch.device, dtype: torch.dtype) -> Lmk2VideoModels:
+    cfg = unet.sd15_unet_config()
+    pg = PoseGuiderConfig() if full_size else PoseGuiderConfig(**tiny.SMALL_POSE_GUIDER)
+    if not full_size:
+        cfg.update(tiny.SMALL_UNET)
+    ref = unet.build_reference_unet(cfg, device="meta", dtype=dtype).to_empty(device=device)
+    vid = unet.build_video_unet(cfg, device="meta", dtype=dtype).to_empty(device=device)
+    guide = pose_guider.build_pose_guider(pg.noise_latent_channels, pg.attention_heads, pg.attention_head_dim,
+                                          device="meta", dtype=dtype).to_empty(device=device)
+    for i, m in enumerate((ref, vid, guide)):
+        _randomize_(m, i)
+    return Lmk2VideoModels(ref, vid, guide, Lmk2VideoConfig(cfg, unet.inference_v2_motion_kwargs(), pg))
+
+
+def build_vae(device, dtype):
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    return _randomize_(vae, 7).to(device=device, dtype=dtype).eval()
+
+
+def pose_frames(n: int, size: int) -> np.ndarray:
+    """Plausible sparse line images (the real ones are ~2 % non-zero pixels)."""
+    rng = np.random.default_rng(0)
+    frames = np.zeros((n, size, size, 3), np.uint8)
+    for f in frames:
+        ys = rng.integers(0, size, 40)
+        xs = rng.integers(0, size, 40)
+        f[ys, xs] = rng.integers(0, 255, (40, 3))
+    return frames
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full-size", action="store_true")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="fp16", choices=list(DTYPES))
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--cfg", type=float, default=3.5)
+    ap.add_argument("--skip-vae", action="store_true")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    cuda = device.type == "cuda"
+
+    t0 = time.perf_counter()
+    models = build_models(args.full_size, device, dtype)
+    t_build = time.perf_counter() - t0
+    weights_gb = sum(p.numel() * p.element_size() for m in (models.reference_unet, models.video_unet, models.pose_guider)
+                     for p in m.parameters()) / 1e9
+    h = args.size // 8
+    ref_latent = torch.randn(1, 4, h, h, device=device)
+    clip = torch.randn(1, models.config.unet["cross_attention_dim"], device=device)
+    poses = pose_frames(args.frames, args.size)
+    windows = len(context.uniform_context_windows(args.frames))
+
+    def run(steps: int) -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        s = time.perf_counter()
+        with torch.inference_mode():
+            lat = sampler.sample_video(models, ref_latent, clip, poses, steps=steps, cfg=args.cfg, seed=42,
+                                       device=device, dtype=dtype)
+        if cuda:
+            torch.cuda.synchronize()
+        assert torch.isfinite(lat).all()
+        return time.perf_counter() - s
+
+    run(1)  # warm-up (kernels, allocator)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t_sample = run(args.steps)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    res = {
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "full_size": args.full_size, "dtype": args.dtype, "size": args.size, "frames": args.frames,
+        "steps": args.steps, "cfg": args.cfg, "context_windows": windows,
+        "weights_GB": round(weights_gb, 3), "build_s": round(t_build, 2),
+        "sampler_s": round(t_sample, 2), "sampler_s_per_frame": round(t_sample / args.frames, 3),
+        "sampler_s_per_window_step": round(t_sample / (args.steps * windows), 4),
+        "peak_GiB": round(peak, 2), "peak_kind": "cuda max_memory_allocated" if cuda else "process max RSS",
+    }
+    if not args.skip_vae:
+        vae = build_vae(device, dtype)
+        lat = torch.randn(args.frames, 4, h, h, device=device, dtype=dtype)
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        s = time.perf_counter()
+        with torch.inference_mode():
+            outs = [vae.decode(lat[i:i + 8] / sampler.LATENT_SCALE).sample.float().cpu() for i in range(0, args.frames, 8)]
+        if cuda:
+            torch.cuda.synchronize()
+        res["vae_decode_s_per_frame"] = round((time.perf_counter() - s) / args.frames, 4)
+        if cuda:
+            res["vae_decode_peak_GiB_batch8"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        del outs
+    print(json.dumps(res, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
