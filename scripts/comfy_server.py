@@ -72,10 +72,11 @@ def execution_error(history: dict) -> dict | None:
     return None
 
 
-def start_server(work: Path, port: int = 8299) -> ComfyServer:
-    """Start ComfyUI with only this pack, models/input/output under ``work`` (models via extra_model_paths.yaml)."""
+def start_server(work: Path, port: int = 8299, models: Path | None = None) -> ComfyServer:
+    """Start ComfyUI with only this pack; input/output under ``work``, models under ``models`` (default
+    ``work/models``) through extra_model_paths.yaml (folders aniportrait/, vae/, clip_vision/)."""
     work.mkdir(parents=True, exist_ok=True)
-    models = work / "models"
+    models = Path(models) if models is not None else work / "models"
     (models / "aniportrait").mkdir(parents=True, exist_ok=True)
     inp, out = work / "input", work / "output"
     inp.mkdir(exist_ok=True)

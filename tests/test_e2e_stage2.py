@@ -74,3 +74,16 @@ def test_missing_stage2_file_names_file_and_folder(stage2_models):
         stage2_models.run(prompt)
     text = json.dumps(rej.value.body)
     assert "mm_missing.pth" in text and str(stage2_models.models_dir / "aniportrait") in text
+
+
+@pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video"])
+def test_ui_workflows_match_their_api_twins_and_the_live_nodes(server, name):
+    """The drag-and-drop UI files are what scripts/make_ui_workflow.py makes from the API twin and /object_info."""
+    from make_ui_workflow import api_to_ui
+
+    from comfy_server import REPO_ROOT
+
+    api = load_workflow(f"{name}_api.json")
+    committed = json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text())
+    assert committed == api_to_ui(api, server.object_info()), f"regenerate workflows/{name}.json with scripts/make_ui_workflow.py"
+    assert sorted(n["type"] for n in committed["nodes"]) == sorted(n["class_type"] for n in api.values())
