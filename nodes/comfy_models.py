@@ -16,7 +16,8 @@ def patcher_for(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
 
 def load_for_inference(*patchers: comfy.model_patcher.ModelPatcher, memory_required: int = 0) -> torch.device:
     """Move the models to the compute device (freeing others' VRAM as needed); return that device."""
-    mm.load_models_gpu(list(patchers), memory_required=memory_required)
+    # force_full_load: our modules are plain torch layers, not comfy.ops ones that can run partially offloaded
+    mm.load_models_gpu(list(patchers), memory_required=memory_required, force_full_load=True)
     return patchers[0].load_device
 
 

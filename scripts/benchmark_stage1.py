@@ -25,25 +25,6 @@ from aniportrait_lib.face import renderer  # noqa: E402
 from aniportrait_lib.motion import MotionSequence, project_motion  # noqa: E402
 
 
-def full_recompute_poses(a2p: models.Audio2Pose, values: np.ndarray, num_frames: int, style_id: int) -> torch.Tensor:
-    """The original algorithm: one full nn.TransformerDecoder pass over the whole prefix per frame."""
-    x = torch.from_numpy(values)[None]
-    memory = a2p.encode_audio(x, num_frames)
-    style = a2p.id_embed(torch.tensor([style_id])).unsqueeze(1)
-    slopes = models.alibi_slopes(a2p.config.num_heads)
-    i, j = torch.meshgrid(torch.arange(num_frames), torch.arange(num_frames), indexing="ij")
-    bias = slopes.view(-1, 1, 1) * torch.where(j <= i, -(i - j).float(), torch.zeros(())) + torch.where(j <= i, 0.0, float("-inf"))
-    emb = a2p.pose_map(torch.zeros(1, 1, 6))
-    for _ in range(num_frames):
-        inp = emb + a2p.PPE.pe[:, : emb.shape[1]] + style
-        n = inp.shape[1]
-        mem_mask = torch.ones(n, num_frames, dtype=torch.bool)
-        mem_mask[torch.arange(n), torch.arange(n)] = False
-        out = a2p.pose_map_r(a2p.transformer_decoder(inp, memory, tgt_mask=bias[:, :n, :n], memory_mask=mem_mask))
-        emb = torch.cat([emb, a2p.pose_map(out[:, -1:])], 1)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -80,7 +61,7 @@ def main() -> None:
             chunks = stage1.plan_pose_chunks(values.shape[0], frames)
             s = time.perf_counter()
             for c in chunks:
-                full_recompute_poses(a2p, values[c.start:c.end], c.num_frames, 0)
+                a2p.generate_full_recompute(torch.from_numpy(values[c.start:c.end])[None], c.num_frames, 0)
             timings["audio2pose (original full recompute)"] = time.perf_counter() - s
 
     print(f"clip {args.seconds:.1f} s -> {frames} frames; torch {torch.__version__}, {torch.get_num_threads()} threads; model load {t_load:.1f} s")

@@ -180,6 +180,29 @@ class Audio2Pose(nn.Module):
         return torch.stack(outputs, dim=1)
 
 
+    def generate_full_recompute(self, input_values: torch.Tensor, num_frames: int, style_id: int) -> torch.Tensor:
+        """The original algorithm: one full ``nn.TransformerDecoder`` pass over the whole prefix per frame.
+
+        O(T^2) work; kept as the reference :meth:`generate` is tested and benchmarked against.
+        Returns ``(1, T, 6)``.
+        """
+        memory = self.encode_audio(input_values, num_frames)
+        style = self.id_embed(torch.tensor([style_id], device=memory.device)).unsqueeze(1)
+        slopes = alibi_slopes(self.config.num_heads).to(memory.device)
+        i, j = torch.meshgrid(torch.arange(num_frames), torch.arange(num_frames), indexing="ij")
+        causal = j <= i
+        tgt_bias = (slopes.view(-1, 1, 1) * torch.where(causal, -(i - j).float(), torch.zeros(()))
+                    + torch.where(causal, 0.0, float("-inf"))).to(memory.device)
+        emb = self.pose_map(memory.new_zeros(1, 1, self.config.out_dim))
+        for _ in range(num_frames):
+            inp = emb + self.PPE.pe[:, : emb.shape[1]] + style
+            n = inp.shape[1]
+            memory_mask = torch.ones(n, num_frames, dtype=torch.bool, device=memory.device)
+            memory_mask[torch.arange(n), torch.arange(n)] = False  # pose step k sees audio frame k only
+            out = self.pose_map_r(self.transformer_decoder(inp, memory, tgt_mask=tgt_bias[:, :n, :n], memory_mask=memory_mask))
+            emb = torch.cat([emb, self.pose_map(out[:, -1:])], 1)
+        return out
+
 def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
     n = 0
     while pattern.format(n) in sd:
