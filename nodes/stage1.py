@@ -126,7 +126,7 @@ class AudioFeatures(io.ComfyNode):
             description="Prepares a core AUDIO clip for AniPortrait's wav2vec2 encoders: mono, 16 kHz, whole-clip normalisation, frame count at the video fps.",
             inputs=[
                 io.Audio.Input("audio"),
-                io.Float.Input("fps", default=30.0, min=1.0, max=120.0, step=1.0,
+                io.Float.Input("fps", default=30.0, min=1.0, max=60.0, step=1.0,
                                tooltip="Video frame rate. The released models were trained at 30 fps."),
             ],
             outputs=[T.AudioFeatures.Output("audio_features")],

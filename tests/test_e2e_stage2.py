@@ -87,3 +87,30 @@ def test_ui_workflows_match_their_api_twins_and_the_live_nodes(server, name):
     committed = json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text())
     assert committed == api_to_ui(api, server.object_info()), f"regenerate workflows/{name}.json with scripts/make_ui_workflow.py"
     assert sorted(n["type"] for n in committed["nodes"]) == sorted(n["class_type"] for n in api.values())
+
+
+def test_cancel_stops_the_sampler_promptly_and_the_server_keeps_working(stage2_models):
+    import time
+
+    import requests
+
+    server = stage2_models
+    log_start = server.log.stat().st_size
+    prompt = _video_prompt(size=(64, 64), steps=200, audio="aniportrait_speech.wav")
+    queued = server.queue(prompt)
+    assert queued.status_code == 200, queued.text
+    pid = queued.json()["prompt_id"]
+    deadline = time.time() + 300
+    while b"AniPortrait sampling:" not in server.log.read_bytes()[log_start:]:  # the sampler loop has started
+        assert time.time() < deadline, "the sampler never started"
+        time.sleep(0.5)
+    time.sleep(2.0)
+    requests.post(f"{server.url}/interrupt", timeout=30)
+    cancelled_at = time.time()
+    while pid not in (history := requests.get(f"{server.url}/history/{pid}", timeout=30).json()):
+        assert time.time() - cancelled_at < 60, "cancel did not stop the sampler within 60 s"
+        time.sleep(0.5)
+    kinds = [kind for kind, _ in history[pid]["status"]["messages"]]
+    assert "execution_interrupted" in kinds
+    assert "20" not in history[pid].get("outputs", {}), "an interrupted run must not write a video"
+    assert server.alive()

@@ -151,3 +151,11 @@ def test_style_id_out_of_range(tiny_models):
     _, a2p = tiny_models
     with pytest.raises(ValueError, match="style id"):
         stage1.predict_poses(a2p, _features(0.3), style_id=100)
+
+
+def test_fps_beyond_the_pose_model_limit_is_a_clear_error(tiny_models):
+    _, a2p = tiny_models
+    values, _ = feats.prepare_audio(torch.randn(1, 1, 16000 * 8), 16000)
+    f = stage1.AudioFeatures(values, feats.frame_count(values.shape[0], 100), fps=100)
+    with pytest.raises(ValueError, match="fps <= 60"):
+        stage1.predict_poses(a2p, f)

@@ -94,6 +94,12 @@ def predict_raw_poses(
 ) -> list[np.ndarray]:
     """Raw Audio2Pose output per chunk, each ``(T_k, 6)`` float32 (euler degrees + translation)."""
     chunks = plan_pose_chunks(features.input_values.shape[0], features.num_frames, features.fps)
+    longest = max(c.num_frames for c in chunks)
+    if longest > model.config.max_frames:
+        raise ValueError(
+            f"at {features.fps:g} fps an Audio2Pose chunk has {longest} frames, more than the model's "
+            f"{model.config.max_frames}-frame limit; use fps <= {model.config.max_frames // (2 * CHUNK_SECONDS)}."
+        )
     out, done = [], 0
     for chunk in chunks:
         values = features.input_values[chunk.start : chunk.end]

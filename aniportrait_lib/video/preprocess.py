@@ -89,7 +89,7 @@ def to_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
 def resize_for_clip(image: ImageLike) -> np.ndarray:
     """Reference photo -> uint8 (224, 224, 3), PIL BICUBIC like the original (``ref_image.resize((224, 224))``)."""
     pil = Image.fromarray(to_uint8_image(image))
-    return np.asarray(pil.resize((CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE), resample=Image.BICUBIC), dtype=np.uint8)
+    return np.array(pil.resize((CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE), resample=Image.BICUBIC), dtype=np.uint8)
 
 
 def clip_preprocess(image: ImageLike) -> torch.Tensor:
@@ -116,7 +116,7 @@ def resize_reference(image: ImageLike, width: int, height: int) -> np.ndarray:
     pil = Image.fromarray(to_uint8_image(image))
     if pil.size != (width, height):
         pil = pil.resize((width, height), resample=Image.LANCZOS)
-    return np.asarray(pil, dtype=np.uint8)
+    return np.array(pil, dtype=np.uint8)
 
 
 def vae_preprocess(image: ImageLike, width: int, height: int) -> torch.Tensor:
