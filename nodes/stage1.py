@@ -20,9 +20,15 @@ log = logging.getLogger(__name__)
 CATEGORY = "AniPortrait"
 
 
-def _images_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """core IMAGE [N, H, W, C] float 0..1 -> uint8 numpy."""
-    return (images.detach().cpu().float().clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)
+def _images_to_uint8(images: torch.Tensor, what: str = "image", chunk: int = 64) -> np.ndarray:
+    """core IMAGE [N, H, W, C] float 0..1 -> uint8 numpy, in chunks (no full float copy of a long video)."""
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"the {what} input is empty (shape {tuple(images.shape)}); connect at least one image.")
+    out = np.empty(tuple(images.shape), dtype=np.uint8)
+    for i in range(0, images.shape[0], chunk):
+        part = images[i : i + chunk].detach().to("cpu", torch.float32).clamp(0, 1).mul(255.0).round()
+        out[i : i + chunk] = part.to(torch.uint8).numpy()
+    return out
 
 
 def _uint8_to_images(frames: np.ndarray) -> torch.Tensor:
@@ -110,7 +116,7 @@ class FaceAnalysis(io.ComfyNode):
     def execute(cls, face_landmarker, image) -> io.NodeOutput:
         if image.shape[0] > 1:
             log.warning("AniPortrait Face Analysis: got %d images, using the first", image.shape[0])
-        rgb = _images_to_uint8(image[:1])[0]
+        rgb = _images_to_uint8(image[:1], "reference image")[0]
         face = face_landmarker.analyze(rgb)
         pose = renderer.draw_pose_image(face.landmarks, face.width, face.height, normalized=True)
         return io.NodeOutput(face, _uint8_to_images(pose[None]))

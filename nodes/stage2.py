@@ -10,10 +10,14 @@ from comfy_api.latest import io
 
 import comfy.model_management as mm
 
+from ..aniportrait_lib.face import landmarker
 from ..aniportrait_lib.video import context, loading, preprocess, sampler
 from . import comfy_models, paths
 from . import types as T
 from .stage1 import CATEGORY, _images_to_uint8
+
+MIN_SIZE, MAX_SIZE = 64, 2048
+MAX_CONTEXT = 32  # length of the motion modules' position table
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +39,16 @@ class Lmk2VideoBundle:
     patchers: list
     dtype: torch.dtype
 
-    def model_bytes(self) -> int:
-        return sum(mm.module_size(m) for m in (self.models.reference_unet, self.models.video_unet, self.models.pose_guider))
-
 
 def _pick_dtype(choice: str) -> torch.dtype:
     if WEIGHT_DTYPES.get(choice) is not None:
         return WEIGHT_DTYPES[choice]
-    # ComfyUI's choice for this device: fp16/bf16 on CUDA, fp32 on CPU
-    return mm.unet_dtype(supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+    # ComfyUI's choice for this device: fp16/bf16 on CUDA, fp32 on CPU. Launch flags such as
+    # --fp8_e4m3fn-unet or --fp64-unet can make it answer fp8/fp64, which plain torch layers cannot run.
+    dtype = mm.unet_dtype(supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        dtype = torch.float16 if mm.should_use_fp16() else torch.float32
+    return dtype
 
 
 class LoadLmk2VideoModels(io.ComfyNode):
@@ -90,13 +95,6 @@ class LoadLmk2VideoModels(io.ComfyNode):
         return io.NodeOutput(Lmk2VideoBundle(models, patchers, dtype))
 
 
-def _resize_nearest(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(F, h, w, 3) uint8 -> (F, height, width, 3) nearest neighbour, as the original's F.interpolate default."""
-    t = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    t = torch.nn.functional.interpolate(t, size=(height, width), mode="nearest")
-    return t.permute(0, 2, 3, 1).round().to(torch.uint8).numpy()
-
-
 class Lmk2VideoSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -111,13 +109,13 @@ class Lmk2VideoSampler(io.ComfyNode):
                 io.ClipVision.Input("clip_vision", tooltip="sd-image-variations image encoder (CLIP ViT-L/14 with projection)."),
                 io.Image.Input("reference_image", tooltip="The portrait to animate (first image is used)."),
                 io.Image.Input("pose_images", tooltip="Lip-coloured pose images from AniPortrait Render Pose Images; one output frame per image."),
-                io.Int.Input("width", default=512, min=64, max=2048, step=8, tooltip="Video width (multiple of 8)."),
-                io.Int.Input("height", default=512, min=64, max=2048, step=8, tooltip="Video height (multiple of 8)."),
+                io.Int.Input("width", default=512, min=MIN_SIZE, max=MAX_SIZE, step=8, tooltip="Video width (multiple of 8)."),
+                io.Int.Input("height", default=512, min=MIN_SIZE, max=MAX_SIZE, step=8, tooltip="Video height (multiple of 8)."),
                 io.Int.Input("steps", default=25, min=1, max=200, tooltip="DDIM steps."),
                 io.Float.Input("cfg", default=3.5, min=1.0, max=20.0, step=0.1, tooltip="Guidance scale; 1.0 skips the unconditional pass (about 2x faster)."),
                 io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed (drawn on the CPU: same seed, same video on any GPU)."),
-                io.Int.Input("context_frames", default=16, min=1, max=32, tooltip="Frames per context window (the motion module was trained on 16)."),
+                io.Int.Input("context_frames", default=16, min=1, max=MAX_CONTEXT, tooltip="Frames per context window (the motion module was trained on 16)."),
                 io.Int.Input("context_overlap", default=4, min=0, max=31, tooltip="Frames shared by neighbouring windows; must be smaller than context_frames."),
                 io.Image.Input("reference_pose", optional=True,
                                tooltip="Accepted for compatibility with the original pipeline; it has no effect on the result (see docs)."),
@@ -127,27 +125,43 @@ class Lmk2VideoSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, width, height, context_frames, context_overlap):
+        # ComfyUI skips the schema's min/max for inputs named here, so check the ranges too
+        if not (MIN_SIZE <= width <= MAX_SIZE and MIN_SIZE <= height <= MAX_SIZE):
+            return f"width and height must be between {MIN_SIZE} and {MAX_SIZE} (got {width}x{height})"
         if width % 8 or height % 8:
             return f"width and height must be multiples of 8 (got {width}x{height})"
-        if context_overlap >= context_frames:
-            return f"context_overlap ({context_overlap}) must be smaller than context_frames ({context_frames})"
+        if not 1 <= context_frames <= MAX_CONTEXT:
+            return f"context_frames must be 1..{MAX_CONTEXT}: the motion module handles at most {MAX_CONTEXT} frames at once"
+        if not 0 <= context_overlap < context_frames:
+            return f"context_overlap ({context_overlap}) must be 0 or more and smaller than context_frames ({context_frames})"
         return True
 
     @classmethod
     def execute(cls, lmk2video_models, vae, clip_vision, reference_image, pose_images, width, height, steps, cfg, seed,
                 context_frames, context_overlap, reference_pose=None) -> io.NodeOutput:
         bundle: Lmk2VideoBundle = lmk2video_models
-        ref_rgb = _images_to_uint8(reference_image[:1])[0]
-        poses = _images_to_uint8(pose_images)
-        if poses.shape[1:3] != (height, width):
-            poses = _resize_nearest(poses, width, height)
+        if reference_image.shape[0] == 0:
+            raise ValueError("the reference_image input is empty; connect the portrait to animate.")
+        ref_rgb = landmarker.to_rgb_uint8(_images_to_uint8(reference_image[:1], "reference image")[0])
+        poses = _images_to_uint8(pose_images, "pose images")  # resized to width x height by the sampler
+        if poses.shape[-1] != 3:
+            raise ValueError(f"pose_images must be RGB images from AniPortrait Render Pose Images; got {poses.shape[-1]} channels.")
+        if getattr(vae, "latent_channels", 4) != 4 or getattr(vae, "downscale_ratio", 8) != 8:
+            raise ValueError("the VAE is not an SD1.5 VAE (4 latent channels, 8x downscale); load sd-vae-ft-mse.")
 
         # reference latent: PIL LANCZOS resize like the original, then core VAE (mean) * 0.18215
         ref_pixels = torch.from_numpy(preprocess.resize_reference(ref_rgb, width, height)).float().div(255.0)[None]
-        ref_latent = sampler.from_vae_space(vae.encode(ref_pixels[..., :3]))
+        ref_latent = sampler.from_vae_space(vae.encode(ref_pixels))
         # CLIP image embedding: BICUBIC 224x224 like the original, core CLIP vision projects it
         clip_pixels = torch.from_numpy(preprocess.resize_for_clip(ref_rgb)).float().div(255.0)[None]
         clip_embeds = clip_vision.encode_image(clip_pixels, crop=False)["image_embeds"]
+        context_dim = bundle.models.config.unet["cross_attention_dim"]
+        if clip_embeds.shape[-1] != context_dim:
+            raise ValueError(
+                f"the CLIP vision model gives {clip_embeds.shape[-1]}-d image embeddings but the AniPortrait UNets "
+                f"expect {context_dim}-d: load the image encoder of lambdalabs/sd-image-variations-diffusers "
+                f"(CLIP ViT-L/14 with projection)."
+            )
 
         frames, (lh, lw) = poses.shape[0], (height // 8, width // 8)
         # activations dominate at video sizes: CFG batch x window x the UNet's widest feature maps

@@ -60,7 +60,7 @@ def test_audio_to_video_workflow_writes_mp4_with_audio(stage2_models):
 
 
 def test_size_not_multiple_of_8_is_rejected_with_a_clear_message(stage2_models):
-    prompt = _video_prompt(size=(60, 64))
+    prompt = _video_prompt(size=(68, 64))
     with pytest.raises(PromptRejected) as rej:
         stage2_models.run(prompt)
     assert "multiples of 8" in json.dumps(rej.value.body)

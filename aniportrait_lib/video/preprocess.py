@@ -148,8 +148,13 @@ def prepare_pose_tensor(
     Returns:
         float32 tensor (1, 3, F, H, W) = ``2 * x - 1`` of the 0..255 values (range -1..509, no /255).
     """
-    arr = to_uint8_frames(frames)
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).to(torch.float32)  # (F, 3, H, W)
+    if isinstance(frames, torch.Tensor) and frames.dtype == torch.uint8:
+        u8 = frames  # stays on its device (the sampler passes one window's frames already on the GPU)
+        if u8.ndim != 4 or u8.shape[-1] != 3:
+            raise ValueError(f"Expected pose frames of shape (F, H, W, 3), got {tuple(u8.shape)}.")
+    else:
+        u8 = torch.from_numpy(np.ascontiguousarray(to_uint8_frames(frames)))
+    x = u8.permute(0, 3, 1, 2).to(torch.float32)  # (F, 3, H, W)
     h = x.shape[-2] if height is None else int(height)
     w = x.shape[-1] if width is None else int(width)
     if (h, w) != tuple(x.shape[-2:]):

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .context import frame_coverage, uniform_context_windows
-from .preprocess import prepare_pose_tensor
+from .preprocess import prepare_pose_tensor, to_uint8_frames
 from .scheduler import AniPortraitDDIM, make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -178,15 +178,9 @@ def _validate_inputs(
         )
     if num_frames < 1:
         raise ValueError("pose_images holds no frames; the video needs at least 1 pose frame.")
-    height, width = 8 * ref_latent.shape[2], 8 * ref_latent.shape[3]
     ph, pw = pose_hw
-    if ph % 8 or pw % 8:
-        raise ValueError(f"The pose images are {pw}x{ph}; width and height must be multiples of 8.")
-    if (ph, pw) != (height, width):
-        raise ValueError(
-            f"The pose images are {pw}x{ph} but the reference latent is for {width}x{height}; "
-            "render the poses at the output size (or resize the reference)."
-        )
+    if ph < 1 or pw < 1:
+        raise ValueError(f"The pose images are {pw}x{ph}; they need at least one pixel.")
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps}.")
     if not np.isfinite(cfg) or cfg < 1.0:
@@ -212,16 +206,19 @@ def sample_video(
     noise: Optional[torch.Tensor] = None,
     scheduler: Optional[AniPortraitDDIM] = None,
     cache_pose_features: bool = True,
+    pose_cache_budget_bytes: int = 1 << 30,
+    cache_overflow_device: Union[str, torch.device] = "cpu",
 ) -> torch.Tensor:
     """Denoise a video conditioned on a reference latent, a CLIP embedding and pose frames.
 
     Args:
         models: object with ``reference_unet``, ``video_unet`` and ``pose_guider`` modules (e.g.
             ``Lmk2VideoModels``), already on ``device``. Their train/eval modes are left as they are
-            (the pose guider must be in train mode to match the original's BatchNorm behaviour).
+            (the pose guider's ``batch_norm_mode='batch_stats'`` reproduces the original's train-mode BatchNorm).
         ref_latent: (1, 4, H/8, W/8) reference VAE latent mean, ALREADY multiplied by 0.18215.
         clip_embeds: (1, D) CLIP ``image_embeds`` of the reference photo.
         pose_images: (F, H, W, 3) rendered pose frames, channels as stored (BGR-as-RGB), uint8 values
+            (frames of another size than the latent's 8x are resized, nearest neighbour, like the original)
             (or float 0..1); H, W must equal 8x the latent size.
         steps: DDIM steps (>= 1).
         cfg: classifier-free guidance scale; 1.0 disables the uncond branch entirely.
@@ -241,8 +238,11 @@ def sample_video(
         scheduler: optional scheduler instance (default: :func:`make_scheduler`).
         cache_pose_features: compute each window's pose features once and reuse them at every step
             (exact: the pose guider sees the same batch each step; costs one (1, C_k, f, h_k, w_k) set of
-            feature maps per window, about 42 MB per window at 512x512 in fp16). False recomputes them
+            feature maps per window, about 63 MB per window at 512x512 in fp16). False recomputes them
             per step like the original.
+        pose_cache_budget_bytes: device memory the pose-feature cache may use; windows beyond it are
+            cached on ``cache_overflow_device`` (host memory) and copied back when used, so VRAM does
+            not grow with the video length.
 
     Returns:
         float32 latents (1, 4, F, H/8, W/8) on ``device``, in sampler scale (raw VAE latents * 0.18215).
@@ -291,12 +291,14 @@ def sample_video(
     cond_states = clip_embeds.to(device=device, dtype=dtype).unsqueeze(1)  # (1, 1, D)
     if do_cfg:
         encoder_hidden_states = torch.cat([torch.zeros_like(cond_states), cond_states], dim=0)
-        reference_mask = torch.tensor([False, True], device=device)
+        reference_mask = torch.tensor([False, True])  # CPU: the UNet reads it on the host, no device sync
     else:
         encoder_hidden_states = cond_states
-        reference_mask = torch.tensor([True], device=device)
+        reference_mask = torch.tensor([True])
 
-    pose_cond = prepare_pose_tensor(pose_images).to(device=device, dtype=dtype)  # (1, 3, F, H, W)
+    # The pose video stays on the CPU as uint8 (1.5 MB/frame at 512x512 instead of 3 MB of fp16 on the GPU);
+    # each window's frames are converted on the device when its pose features are computed.
+    pose_u8 = torch.from_numpy(np.ascontiguousarray(to_uint8_frames(pose_images)))  # (F, H, W, 3)
 
     logger.info(
         "AniPortrait sampling: %d frames %dx%d, %d steps, cfg %.3g, %d context windows of <= %d frames",
@@ -305,12 +307,17 @@ def sample_video(
 
     ref_in = ref_latent.to(device=device, dtype=dtype).repeat(n_batch, 1, 1, 1)
     reference_features = run_reference(reference_unet, ref_in, encoder_hidden_states)
+    # only the cond row reads reference tokens (the uncond row runs plain self-attention): keep that row,
+    # so the UNet projects keys/values of one reference row instead of two at every call
+    reference_features = [f[-1:] for f in reference_features]
 
     counter = torch.tensor(counts, device=device, dtype=torch.float32).view(1, 1, num_frames, 1, 1)
-    window_index = [torch.tensor(win, device=device, dtype=torch.long) for win in windows]
+    window_cpu = [torch.tensor(win, dtype=torch.long) for win in windows]
+    window_index = [win.to(device) for win in window_cpu]
     # The pose guider's input for a window is the same at every step, so its output is too: compute it once
     # per window (the first step) and reuse it (one copy of the identical CFG rows is kept).
     pose_cache: dict[int, list[torch.Tensor]] = {}
+    cache_bytes_left = pose_cache_budget_bytes
     preview = latents
     done = 0
     for t in timesteps.tolist():
@@ -321,12 +328,19 @@ def sample_video(
                 raise SamplingInterrupted("Sampling was interrupted.")
             model_in = latents.index_select(2, idx).to(dtype).repeat(n_batch, 1, 1, 1, 1)
             if wi in pose_cache:
-                pose_features = [f.expand(n_batch, *f.shape[1:]) for f in pose_cache[wi]]
+                pose_features = [f.to(device, non_blocking=True).expand(n_batch, *f.shape[1:]) for f in pose_cache[wi]]
             else:
-                pose_in = pose_cond.index_select(2, idx).repeat(n_batch, 1, 1, 1, 1)
+                frames = pose_u8.index_select(0, window_cpu[wi]).to(device, non_blocking=True)
+                pose_in = prepare_pose_tensor(frames, 8 * h, 8 * w).to(dtype).repeat(n_batch, 1, 1, 1, 1)
                 pose_features = _run_pose_guider(pose_guider, pose_in)
                 if cache_pose_features:
-                    pose_cache[wi] = _compact_rows(pose_features)
+                    kept = _compact_rows(pose_features)
+                    size = sum(f.numel() * f.element_size() for f in kept)
+                    if size > cache_bytes_left:  # long videos: park the rest of the cache in host memory
+                        kept = [f.to(cache_overflow_device) for f in kept]
+                    else:
+                        cache_bytes_left -= size
+                    pose_cache[wi] = kept
             pred = video_unet(
                 model_in,
                 t_tensor,
