@@ -7,10 +7,14 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${ANIPORTRAIT_SHARED:-$(cd "$REPO/../shared" && pwd)}"
 DIR="${ANIPORTRAIT_COMFYUI_DIR:-$HOME/.cache/aniportrait-ci}"
 
-if ! command -v espeak-ng >/dev/null 2>&1; then
-  echo "[setup] installing espeak-ng (test speech)" >&2
+# Debian packages: espeak-ng speaks the test clips, chromium loads the UI workflows in the real editor
+MISSING_DEB=()
+command -v espeak-ng >/dev/null 2>&1 || MISSING_DEB+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || MISSING_DEB+=(chromium)
+if [ "${#MISSING_DEB[@]}" -gt 0 ]; then
+  echo "[setup] installing ${MISSING_DEB[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq >&2 && $SUDO apt-get install -y -qq espeak-ng >&2
+  $SUDO apt-get update -qq >&2 && $SUDO apt-get install -y -qq "${MISSING_DEB[@]}" >&2
 fi
 
 bash "$SHARED/vendor/start-comfyui.sh" --dir "$DIR" --install-only >&2
