@@ -107,16 +107,26 @@ class FaceAnalysis(io.ComfyNode):
             description="Finds the face in the reference photo: 478 landmarks, the canonical 3D mesh, head transform and blendshapes; also draws the reference pose image.",
             inputs=[
                 T.FaceLandmarkerModel.Input("face_landmarker"),
-                io.Image.Input("image", tooltip="Reference portrait (first image of the batch is used). Use the size you will generate at."),
+                io.Image.Input("image", tooltip="Reference portrait (first image of the batch is used)."),
+                io.Int.Input("width", default=0, min=0, max=4096, step=8, optional=True,
+                             tooltip="0 = analyse the photo as it is. Otherwise resize it to the video size first (as the original did), "
+                                     "so that landmarks match the photo the sampler stretches to width x height."),
+                io.Int.Input("height", default=0, min=0, max=4096, step=8, optional=True, tooltip="See width."),
             ],
             outputs=[T.Face.Output("face"), io.Image.Output("reference_pose")],
         )
 
     @classmethod
-    def execute(cls, face_landmarker, image) -> io.NodeOutput:
+    def execute(cls, face_landmarker, image, width=0, height=0) -> io.NodeOutput:
         if image.shape[0] > 1:
             log.warning("AniPortrait Face Analysis: got %d images, using the first", image.shape[0])
         rgb = _images_to_uint8(image[:1], "reference image")[0]
+        if width and height and (rgb.shape[1], rgb.shape[0]) != (width, height):
+            import cv2
+
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+        elif bool(width) != bool(height):
+            raise ValueError(f"set both width and height to resize the reference (got {width}x{height}), or leave both 0.")
         face = face_landmarker.analyze(rgb)
         pose = renderer.draw_pose_image(face.landmarks, face.width, face.height, normalized=True)
         return io.NodeOutput(face, _uint8_to_images(pose[None]))
@@ -221,7 +231,8 @@ class ProjectLandmarks(io.ComfyNode):
     @classmethod
     def execute(cls, face, motion, width, height) -> io.NodeOutput:
         if abs(face.width / face.height - width / height) > 0.01:
-            log.warning("AniPortrait: reference photo aspect %dx%d differs from output %dx%d; landmarks follow the output aspect",
+            log.warning("AniPortrait: the face was analysed on a %dx%d image but the video is %dx%d; set width/height on "
+                        "AniPortrait Face Analysis to the video size so the landmarks match the stretched reference photo",
                         face.width, face.height, width, height)
         return io.NodeOutput(project_motion(motion, face.transform, width, height))
 

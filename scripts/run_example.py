@@ -104,7 +104,7 @@ def main() -> None:
             subprocess.run(["espeak-ng", "-w", str(audio), "Hello! I am a portrait, and now I can talk."], check=True)
 
         prompt = load_workflow("aniportrait_audio2video_api.json")
-        for node in ("9", "17"):
+        for node in ("5", "9", "17"):
             prompt[node]["inputs"]["width"] = prompt[node]["inputs"]["height"] = size
         prompt["17"]["inputs"]["steps"] = steps
         prompt["17"]["inputs"]["seed"] = args.seed

@@ -24,7 +24,7 @@ def _video_prompt(size=(64, 64), steps=2, audio="short_speech.wav") -> dict:
     prompt = copy.deepcopy(load_workflow("aniportrait_audio2video_api.json"))
     prompt["2"]["inputs"]["audio"] = audio
     w, h = size
-    for node in ("9", "17"):
+    for node in ("5", "9", "17"):  # face analysed at the video size, as the original
         prompt[node]["inputs"]["width"], prompt[node]["inputs"]["height"] = w, h
     prompt["17"]["inputs"]["steps"] = steps
     prompt["20"]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/video")
