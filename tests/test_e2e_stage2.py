@@ -76,7 +76,7 @@ def test_missing_stage2_file_names_file_and_folder(stage2_models):
     assert "mm_missing.pth" in text and str(stage2_models.models_dir / "aniportrait") in text
 
 
-@pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_pose_template"])
+@pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_pose_template", "aniportrait_reenactment"])
 def test_ui_workflows_match_their_api_twins_and_the_live_nodes(server, name):
     """The drag-and-drop UI files are what scripts/make_ui_workflow.py makes from the API twin and /object_info."""
     from make_ui_workflow import api_to_ui

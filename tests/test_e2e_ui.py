@@ -30,7 +30,7 @@ def page(server):
         browser.close()
 
 
-@pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_pose_template"])
+@pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_pose_template", "aniportrait_reenactment"])
 def test_ui_workflow_loads_in_the_editor_and_queues_as_its_api_twin(page, name):
     ui = json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text())
     result = page.evaluate(

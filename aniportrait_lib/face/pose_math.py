@@ -128,16 +128,37 @@ def project_points(meshes: np.ndarray, ref_transform: np.ndarray, poses: np.ndar
     Returns:
         ``(T, N, 2)`` float64 pixel coordinates (x, y).
     """
-    meshes = np.asarray(meshes, dtype=np.float64)
+    meshes = _check_meshes(meshes)
     poses = np.asarray(poses)
-    if meshes.ndim != 3 or meshes.shape[2] != 3:
-        raise ValueError(f"meshes must be (T, N, 3); got {meshes.shape}")
     if poses.shape[0] != meshes.shape[0]:
         raise ValueError(f"{meshes.shape[0]} meshes but {poses.shape[0]} poses: need one pose per mesh frame")
-    p = perspective_matrix(width / height).reshape(4, 4).T.astype(np.float64)
     full = np.einsum("ij,tjk->tik", np.asarray(ref_transform, dtype=np.float64), poses_to_matrices(poses))
+    return _project_with_matrices(meshes, full, height, width)
+
+
+def _check_meshes(meshes: np.ndarray) -> np.ndarray:
+    meshes = np.asarray(meshes, dtype=np.float64)
+    if meshes.ndim != 3 or meshes.shape[2] != 3:
+        raise ValueError(f"meshes must be (T, N, 3); got {meshes.shape}")
+    return meshes
+
+
+def _project_with_matrices(meshes: np.ndarray, matrices: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The projection core shared by :func:`project_points` and ``reenactment.project_points_with_transforms``.
+
+    ``p = [v, 1] @ matrices[t].T @ P`` (``P`` the float32 perspective matrix for ``width / height``
+    promoted to float64), perspective divide, then NDC -> pixels (origin top-left).
+
+    Args:
+        meshes: ``(T, N, 3)`` float64 vertices (cm).
+        matrices: ``(T, 4, 4)`` float64 model -> camera transforms, one per frame.
+        height, width: image size in pixels.
+    Returns:
+        ``(T, N, 2)`` float64 pixel coordinates (x, y).
+    """
+    p = perspective_matrix(width / height).reshape(4, 4).T.astype(np.float64)
     homog = np.concatenate([meshes, np.ones(meshes.shape[:2] + (1,))], axis=2)
-    cam = np.einsum("tnj,tij->tni", homog, full)
+    cam = np.einsum("tnj,tij->tni", homog, matrices)
     clip = cam @ p
     ndc = clip[..., :2] / clip[..., 3:4]
     out = np.empty_like(ndc)
