@@ -529,7 +529,11 @@ def test_preprocess_shapes_and_ranges() -> None:
     assert pose.shape == (1, 3, 3, 16, 24) and pose.dtype == torch.float32
     assert torch.equal(pose[0, :, 1], torch.from_numpy(frames[1]).permute(2, 0, 1).float() * 2 - 1)
     assert torch.equal(prepare_pose_tensor(frames.astype(np.float32) / 255.0), pose)
-    assert torch.equal(prepare_pose_tensor(torch.from_numpy(frames).float()), pose)  # uint8-valued floats
+    with pytest.raises(ValueError, match="as uint8"):  # 0..255 floats are refused, not guessed
+        prepare_pose_tensor(torch.from_numpy(frames).float())
+    overshoot = frames.astype(np.float32) / 255.0
+    overshoot[0, 0, 0, 0] = 1.001  # an upscaler's overshoot is clipped, not read as 0..255 data
+    assert prepare_pose_tensor(overshoot)[0, 0, 0, 0, 0] == 509.0
     with pytest.raises(ValueError):
         prepare_pose_tensor(frames.astype(np.float32) - 1.0)
     with pytest.raises(ValueError):

@@ -9,8 +9,8 @@
   WITHOUT /255 (range -1..509), as the original feeds numpy frames through ``VaeImageProcessor``.
 
 Images are taken as uint8 RGB arrays (H, W, 3), PIL images, or float arrays/tensors in [0, 1]
-(ComfyUI ``IMAGE`` frames, converted with ``round(x * 255)``); float input with values above 1 is taken
-as 0..255 values (rounded).
+(ComfyUI ``IMAGE`` frames, converted with ``round(x * 255)``, small overshoots clipped); 0..255 data must
+come as uint8.
 """
 from __future__ import annotations
 
@@ -41,16 +41,17 @@ ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 
 
 def _float_to_uint8(x: np.ndarray) -> np.ndarray:
-    """Float pixels -> uint8: values in [0, 1] are scaled by 255; larger values are taken as 0..255 already."""
+    """Float pixels in [0, 1] -> uint8 ``round(x * 255)``; a small overshoot (e.g. 1.001 from an upscaler) is clipped.
+
+    Values far outside [0, 1] are refused rather than guessed to be 0..255 data: pass those as uint8.
+    """
     x = x.astype(np.float64)
     if x.size and not np.isfinite(x).all():
         raise ValueError("The image holds NaN or infinite values.")
-    if x.size and (x.min() < 0.0 or x.max() > 255.0):
+    if x.size and (x.min() < -0.5 or x.max() > 1.5):
         raise ValueError(
-            f"Float image values must be in [0, 1] (or 0..255), got [{x.min():.3g}, {x.max():.3g}]."
+            f"Float image values must be in [0, 1], got [{x.min():.3g}, {x.max():.3g}]; pass 0..255 data as uint8."
         )
-    if x.size and x.max() > 1.0:
-        return np.round(x).astype(np.uint8)
     return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
