@@ -138,24 +138,3 @@ def file_label(path: str | os.PathLike | None, fallback: str = "checkpoint") -> 
         return f"the {fallback}"
     p = Path(path)
     return f"'{p.name}' in folder '{p.parent}'"
-
-
-def load_strict(
-    module: torch.nn.Module,
-    state_dict: StateDict,
-    path: str | os.PathLike | None,
-    what: str,
-) -> torch.nn.Module:
-    """Check ``state_dict`` against ``module`` (keys and shapes), then load it (cast to the module's dtypes).
-
-    Works when the module lives on the ``meta`` device too (``assign=True`` then).
-    """
-    expected = module.state_dict()
-    check_state_dict(expected, state_dict, file_label(path), what)
-    on_meta = any(t.is_meta for t in expected.values())
-    if on_meta:
-        cast = {k: v.to(expected[k].dtype) for k, v in state_dict.items()}
-        module.load_state_dict(cast, strict=True, assign=True)
-    else:
-        module.load_state_dict(dict(state_dict), strict=True)
-    return module

@@ -4,16 +4,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
-import subprocess
 import wave
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from aniportrait_lib import tiny
 from aniportrait_lib.face import renderer
 
 from comfy_server import PromptRejected, execution_error, load_workflow, unique_prefix

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import wave
 from fractions import Fraction
 
@@ -13,7 +12,7 @@ import pytest
 from PIL import Image
 
 from comfy_server import execution_error, load_workflow, unique_prefix
-from conftest import load_case
+from conftest import load_case, tolerance_numbers
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +51,7 @@ def test_pose_template_from_a_video_drives_the_head(server, head_video):
     template = np.load(saved[0])
     want = np.load(folder / "pose_temp.npy")
     assert template.shape == want.shape
-    rot_tol, trans_tol = [float(x) for x in re.findall(r"\d*\.\d+", case["tolerance"]["other mediapipe version"])[:2]]
+    rot_tol, trans_tol = tolerance_numbers(case["tolerance"]["other mediapipe version"])[:2]
     assert np.abs(template[:, :3] - want[:, :3]).max() <= rot_tol
     assert np.abs(template[:, 3:] - want[:, 3:]).max() <= trans_tol
 

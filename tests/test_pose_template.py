@@ -1,8 +1,6 @@
 """Head-pose templates against the original's vid2pose golden (extraction and consumption)."""
 from __future__ import annotations
 
-import json
-import re
 
 import numpy as np
 import pytest
@@ -11,18 +9,10 @@ from PIL import Image
 from aniportrait_lib.face import pose_template
 from aniportrait_lib.face.landmarker import FaceLandmarker
 
-from conftest import load_case
+from conftest import load_case, report
+from conftest import tolerance_numbers as _numbers
 
 pytestmark = pytest.mark.golden
-
-
-def _numbers(text: str) -> list[float]:
-    return [float(x) for x in re.findall(r"(?<![\w.])\d*\.?\d+(?:[eE][-+]?\d+)?", text)]
-
-
-def _report(name, err, tol):
-    print(f"[golden] vid2pose {name}: max abs err {err:.3g} (tolerance {tol:g})")
-    assert err <= tol
 
 
 def test_template_maths_from_golden_transforms():
@@ -31,12 +21,12 @@ def test_template_maths_from_golden_transforms():
     fps = float(case["inputs"]["fps"])
     transforms = np.load(folder / "trans_mat_f32.npy")
     rel = pose_template.relative_poses(transforms)
-    _report("pose_arr", float(np.abs(rel - np.load(folder / "pose_arr.npy")).max()), tol)
+    report("vid2pose pose_arr", float(np.abs(rel - np.load(folder / "pose_arr.npy")).max()), tol)
     interp = pose_template.resample_poses(rel, fps)
     want = np.load(folder / "pose_arr_interp.npy")
     assert interp.shape == want.shape
-    _report("pose_arr_interp", float(np.abs(interp - want).max()), tol)
-    _report("pose_temp", float(np.abs(pose_template.extract_template(transforms, fps) - np.load(folder / "pose_temp.npy")).max()), tol)
+    report("vid2pose pose_arr_interp", float(np.abs(interp - want).max()), tol)
+    report("vid2pose pose_temp", float(np.abs(pose_template.extract_template(transforms, fps) - np.load(folder / "pose_temp.npy")).max()), tol)
     template = np.load(folder / "pose_temp.npy")
     for n in case["inputs"]["seq_lens"]:
         assert np.array_equal(pose_template.loop_template(template, n), np.load(folder / f"audio2vid_pose_seq_len{n}.npy"))
@@ -52,8 +42,8 @@ def test_template_extracted_from_video_frames(face_landmarker_path):
     assert all(f is not None for f in faces)
     template = pose_template.extract_template(np.stack([f.transform for f in faces]), float(case["inputs"]["fps"]))
     want = np.load(folder / "pose_temp.npy")
-    _report("template rotations (deg, other mediapipe)", float(np.abs(template[:, :3] - want[:, :3]).max()), rot_tol)
-    _report("template translations (other mediapipe)", float(np.abs(template[:, 3:] - want[:, 3:]).max()), trans_tol)
+    report("vid2pose template rotations (deg, other mediapipe)", float(np.abs(template[:, :3] - want[:, :3]).max()), rot_tol)
+    report("vid2pose template translations (other mediapipe)", float(np.abs(template[:, 3:] - want[:, 3:]).max()), trans_tol)
 
 
 def test_bad_templates_get_clear_errors():

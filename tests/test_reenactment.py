@@ -12,16 +12,11 @@ from aniportrait_lib.face import pose_math, reenactment
 from aniportrait_lib.face.landmarker import FaceLandmarker, ReferenceFace
 from aniportrait_lib.face.renderer import draw_pose_image
 
-from conftest import load_case
+from conftest import load_case, report
 
 golden = pytest.mark.golden
 
 SRC_ARRAYS = ("src_trans_mat", "src_lmks3d", "src_bs", "ref_lmks3d", "ref_trans_mat")
-
-
-def _report(name: str, err: float, tol: float) -> None:
-    print(f"[golden] vid2vid {name}: max abs err {err:.3g} (tolerance {tol:g})")
-    assert err <= tol, f"{name}: {err} > {tol}"
 
 
 def _same_version_tolerances(case: dict) -> tuple[float, float, bool]:
@@ -74,23 +69,23 @@ def test_retarget_maths_from_golden_arrays():
     np.testing.assert_allclose(src_bs.sum(1), case["case_values"]["bs_sums"], rtol=0, atol=1e-9)
 
     source = reenactment.source_poses(src_t)
-    _report("pose_arr_source", float(np.abs(source - np.load(folder / "pose_arr_source.npy")).max()), arr_tol)
+    report("vid2vid pose_arr_source", float(np.abs(source - np.load(folder / "pose_arr_source.npy")).max()), arr_tol)
     anchored = reenactment.anchor_translation(source, ref_t)
-    _report("pose_arr", float(np.abs(anchored - np.load(folder / "pose_arr.npy")).max()), arr_tol)
+    report("vid2vid pose_arr", float(np.abs(anchored - np.load(folder / "pose_arr.npy")).max()), arr_tol)
     assert np.array_equal(anchored[:, :3], source[:, :3])  # rotation untouched
 
     r = reenactment.retarget_arrays(src_t, src_m, src_bs, ref_m, ref_t)
     assert r.neutral_index == case["case_values"]["min_bs_idx"]
-    _report("pose_arr_smooth", float(np.abs(r.poses - np.load(folder / "pose_arr_smooth.npy")).max()), arr_tol)
-    _report("pose_mat_smooth", float(np.abs(r.transforms - np.load(folder / "pose_mat_smooth.npy")).max()), arr_tol)
-    _report("verts_retarget", float(np.abs(r.meshes - np.load(folder / "verts_retarget.npy")).max()), arr_tol)
+    report("vid2vid pose_arr_smooth", float(np.abs(r.poses - np.load(folder / "pose_arr_smooth.npy")).max()), arr_tol)
+    report("vid2vid pose_mat_smooth", float(np.abs(r.transforms - np.load(folder / "pose_mat_smooth.npy")).max()), arr_tol)
+    report("vid2vid verts_retarget", float(np.abs(r.meshes - np.load(folder / "verts_retarget.npy")).max()), arr_tol)
 
     w, h = _frame_size(folder, case)
     want = np.load(folder / "projected_vertices.npy")
-    _report("projected_vertices (px)", float(np.abs(reenactment.project_reenactment(r, w, h) - want).max()), px_tol)
+    report("vid2vid projected_vertices (px)", float(np.abs(reenactment.project_reenactment(r, w, h) - want).max()), px_tol)
     direct = reenactment.project_points_with_transforms(
         np.load(folder / "verts_retarget.npy"), np.load(folder / "pose_mat_smooth.npy"), h, w)
-    _report("project_points_with_transforms on golden inputs (px)", float(np.abs(direct - want).max()), px_tol)
+    report("vid2vid project_points_with_transforms on golden inputs (px)", float(np.abs(direct - want).max()), px_tol)
 
 
 def test_projection_core_is_shared():
@@ -173,12 +168,12 @@ def test_full_extraction_cross_version(extracted):
     assert r.neutral_index == case["case_values"]["min_bs_idx"]
 
     want = np.load(folder / "pose_arr_smooth.npy")
-    _report("pose_arr_smooth rotation (deg, other mediapipe)", float(np.abs(r.poses[:, :3] - want[:, :3]).max()), tol["rot"])
-    _report("pose_arr_smooth translation (other mediapipe)", float(np.abs(r.poses[:, 3:] - want[:, 3:]).max()), tol["trans"])
+    report("vid2vid pose_arr_smooth rotation (deg, other mediapipe)", float(np.abs(r.poses[:, :3] - want[:, :3]).max()), tol["rot"])
+    report("vid2vid pose_arr_smooth translation (other mediapipe)", float(np.abs(r.poses[:, 3:] - want[:, 3:]).max()), tol["trans"])
     projected = reenactment.project_reenactment(r, w, h)
     err = np.abs(projected - np.load(folder / "projected_vertices.npy"))
     print(f"[golden] vid2vid projected mean abs err {err.mean():.3g} px")
-    _report("projected_vertices (px, other mediapipe)", float(err.max()), tol["px"])
+    report("vid2vid projected_vertices (px, other mediapipe)", float(err.max()), tol["px"])
 
     ow, oh = _output_size(folder, case)
     frames = reenactment.render_reenactment(r, w, h, ow, oh)

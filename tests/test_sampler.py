@@ -29,25 +29,10 @@ from aniportrait_lib.video.sampler import (
 from aniportrait_lib.video.scheduler import SCHEDULER_KWARGS, AniPortraitDDIM, make_scheduler
 
 from conftest import load_case
+from conftest import max_abs_err as _max_err
+from conftest import tolerance as _tol
 
 log = logging.getLogger(__name__)
-
-
-def _max_err(a: Any, b: Any) -> float:
-    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-    b = b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)
-    assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.0
-
-
-def _tol(text: str) -> float:
-    """First float in a tolerance string such as ``"abs 2e-4 (1-thread rerun ...)"``."""
-    for token in text.replace("(", " ").split():
-        try:
-            return float(token)
-        except ValueError:
-            continue
-    raise ValueError(f"no number in tolerance {text!r}")
 
 
 # ------------------------------------------------------------------------------------------------------------

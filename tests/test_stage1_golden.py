@@ -14,19 +14,10 @@ from aniportrait_lib.audio import models, stage1, wav2vec
 from aniportrait_lib.face import pose_math, renderer
 from aniportrait_lib.weights import read_state_dict
 
-from conftest import load_case
+from conftest import load_case, report
+from conftest import tolerance as tol
 
 pytestmark = pytest.mark.golden
-
-
-def tol(text: str) -> float:
-    """First number in a case.json tolerance string ("abs 1e-4 (fp32 CPU); ...")."""
-    return float(re.search(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?", text).group(0))
-
-
-def report(name: str, err: float, limit: float) -> None:
-    print(f"[golden] {name}: max abs err {err:.3g} (tolerance {limit:g})")
-    assert err <= limit, f"{name}: {err} > {limit}"
 
 
 # ---------------------------------------------------------------- renderer

@@ -27,23 +27,12 @@ from aniportrait_lib.video.preprocess import prepare_pose_tensor as pose_images_
 from aniportrait_lib.video.unet import build_reference_unet, build_video_unet, is_motion_key
 from aniportrait_lib.weights import CheckpointError
 from conftest import load_case, manifest, reference_dir
-
-
-def abs_tol(text: str) -> float:
-    """The number after 'abs' in a case.json tolerance string (e.g. 'abs 1e-4 if ...')."""
-    m = re.search(r"abs\s+([0-9.]+(?:e-?[0-9]+)?)", text)
-    assert m, f"no 'abs <number>' in tolerance {text!r}"
-    return float(m.group(1))
+from conftest import max_abs_err as max_err
+from conftest import tolerance as abs_tol
 
 
 def npy(folder: Path, name: str) -> torch.Tensor:
     return torch.from_numpy(np.load(folder / name))
-
-
-def max_err(a: torch.Tensor, b: torch.Tensor | np.ndarray) -> float:
-    b = torch.as_tensor(b)
-    assert tuple(a.shape) == tuple(b.shape), f"shape {tuple(a.shape)} != expected {tuple(b.shape)}"
-    return (a.double() - b.double()).abs().max().item()
 
 
 # ------------------------------------------------------------------------------------------------------------------

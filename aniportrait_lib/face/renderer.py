@@ -11,7 +11,6 @@ is the first value of each triple, exactly what the model saw in training.
 from __future__ import annotations
 
 import json
-import math
 from functools import lru_cache
 from importlib import resources
 

@@ -110,10 +110,6 @@ class AniPortraitDDIM:
             raise RuntimeError("call set_timesteps() before step()")
         return int(timestep) - self.num_train_timesteps // self.num_inference_steps
 
-    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
-        """DDIM does not scale the model input; returns ``sample`` unchanged."""
-        return sample
-
     def step(
         self, model_output: torch.Tensor, timestep: int | torch.Tensor, sample: torch.Tensor
     ) -> DDIMStepOutput:
