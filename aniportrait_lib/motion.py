@@ -1,80 +1,70 @@
-"""Editable stage-1 data passed between nodes: plain dataclasses of numpy arrays.
+"""Steps on a :class:`~aniportrait_lib.data.Motion`: build it, give it head poses, project it.
 
-* :class:`MotionSequence` (``ANIPORTRAIT_MOTION``): per-frame canonical meshes + 6D head poses.
-* :class:`LandmarkSequence` (``ANIPORTRAIT_LANDMARKS``): per-frame 2D landmarks in pixels.
-Both save to / load from ``.npz`` so users can edit them (e.g. swap in a pose template).
+Whatever made a motion (Audio2Mesh + Audio2Pose, a pose template, face reenactment), it is
+projected and drawn the same way: frame ``t`` is seen through ``reference.transform @ M(poses[t])``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import numpy as np
 
-from .face import pose_math
+from .data import Face, Landmarks, Motion, PoseTemplate
+from .face import pose_math, pose_template
 
 
-@dataclass
-class MotionSequence:
-    """Face motion of a clip.
+def motion_from_mesh_offsets(offsets: np.ndarray, face: Face, fps: float) -> Motion:
+    """Audio2Mesh output -> a motion with the reference's head pose on every frame.
 
-    meshes: ``(T, 468, 3)`` float64, cm, canonical face frame (reference mesh + predicted expression).
-    poses: ``(T, 6)`` float32, euler xyz degrees + translation (cm) relative to the reference face.
-    fps: frames per second.
+    Args:
+        offsets: ``(T, 468, 3)`` per-frame vertex displacements (cm) from the canonical reference mesh.
+        face: the reference face.
+        fps: frame rate of the offsets.
     """
-
-    meshes: np.ndarray
-    poses: np.ndarray
-    fps: float = 30.0
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.meshes = np.asarray(self.meshes, dtype=np.float64)
-        self.poses = np.asarray(self.poses, dtype=np.float32)
-        if self.meshes.ndim != 3 or self.meshes.shape[2] != 3:
-            raise ValueError(f"meshes must be (T, N, 3); got {self.meshes.shape}")
-        if self.poses.shape != (self.meshes.shape[0], 6):
-            raise ValueError(f"poses must be ({self.meshes.shape[0]}, 6), one per mesh frame; got {self.poses.shape}")
-
-    @property
-    def num_frames(self) -> int:
-        return self.meshes.shape[0]
-
-    def with_poses(self, poses: np.ndarray) -> "MotionSequence":
-        return MotionSequence(self.meshes, poses, self.fps, dict(self.meta))
-
-    def save(self, path: str | Path) -> None:
-        np.savez(path, meshes=self.meshes, poses=self.poses, fps=self.fps)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "MotionSequence":
-        with np.load(path) as data:
-            return cls(data["meshes"], data["poses"], float(data["fps"]))
+    meshes = np.asarray(offsets, dtype=np.float64) + face.mesh_canonical[None]
+    return Motion(meshes, np.zeros((meshes.shape[0], 6)), fps)
 
 
-@dataclass
-class LandmarkSequence:
-    """Projected landmarks: ``points`` ``(T, N, 2)`` float64 pixels (x, y) of a ``width x height`` frame."""
-
-    points: np.ndarray
-    width: int
-    height: int
-    fps: float = 30.0
-
-    def __post_init__(self) -> None:
-        self.points = np.asarray(self.points, dtype=np.float64)
-        if self.points.ndim != 3 or self.points.shape[2] != 2:
-            raise ValueError(f"landmark points must be (T, N, 2); got {self.points.shape}")
-
-    @property
-    def num_frames(self) -> int:
-        return self.points.shape[0]
-
-    def save(self, path: str | Path) -> None:
-        np.savez(path, points=self.points, width=self.width, height=self.height, fps=self.fps)
+def apply_pose_template(motion: Motion, template: PoseTemplate) -> Motion:
+    """Replace the motion's head poses by ``template``, resampled to the motion's fps when they differ
+    and looped back and forth to its length (no halving, no smoothing, as the original)."""
+    poses = template.poses
+    if abs(template.fps - motion.fps) > 1e-6:
+        poses = pose_template.resample_poses(poses, template.fps, motion.fps)
+    return motion.with_poses(pose_template.loop_template(poses, motion.num_frames))
 
 
-def project_motion(motion: MotionSequence, ref_transform: np.ndarray, width: int, height: int) -> LandmarkSequence:
+def project_motion(motion: Motion, face: Face, width: int, height: int) -> Landmarks:
     """Project a motion through the reference face's transform to ``width x height`` pixels."""
-    pts = pose_math.project_points(motion.meshes, ref_transform, motion.poses, height, width)
-    return LandmarkSequence(pts, width, height, motion.fps)
+    if width < 1 or height < 1:
+        raise ValueError(f"the output size must be positive, got {width}x{height}")
+    points = pose_math.project_points(motion.meshes, face.transform, motion.poses, height, width)
+    return Landmarks(points, width, height, motion.fps)
+
+
+def relative_to_reference(meshes: np.ndarray, transforms: np.ndarray, reference: Face, fps: float) -> Motion:
+    """Absolute per-frame camera transforms -> a motion relative to ``reference`` that projects the same.
+
+    The reference transform ``L | t_ref`` carries MediaPipe's scale (``L = s R``, s ~ 1) while the
+    absolute transforms are rigid. For frame ``t`` with ``R_t | t_t``: ``L^-1 R_t = R_rel S`` (polar
+    decomposition); the pose gets the rotation ``R_rel`` and the translation ``L^-1 (t_t - t_ref)``,
+    and the mesh is multiplied by ``S`` (``~ I / s``), so ``T_ref @ M(pose) @ S v = R_t v + t_t``.
+
+    Args:
+        meshes: ``(T, N, 3)`` cm canonical meshes.
+        transforms: ``(T, 4, 4)`` canonical -> camera transforms.
+        reference: the face the motion is relative to.
+        fps: frame rate.
+    """
+    transforms = np.asarray(transforms, dtype=np.float64)
+    linear_inv = np.linalg.inv(reference.transform[:3, :3])
+    out_meshes = np.empty_like(np.asarray(meshes, dtype=np.float64))
+    poses = np.empty((transforms.shape[0], 6))
+    for t, matrix in enumerate(transforms):
+        u, sigma, vt = np.linalg.svd(linear_inv @ matrix[:3, :3])
+        rotation = u @ vt
+        stretch = vt.T @ np.diag(sigma) @ vt
+        out_meshes[t] = np.asarray(meshes[t], dtype=np.float64) @ stretch.T
+        relative = np.eye(4)
+        relative[:3, :3] = rotation
+        relative[:3, 3] = linear_inv @ (matrix[:3, 3] - reference.transform[:3, 3])
+        poses[t, :3], poses[t, 3:] = pose_math.matrix_to_euler(relative)
+    return Motion(out_meshes, poses, fps)

@@ -4,15 +4,15 @@ from __future__ import annotations
 from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
-from . import paths, pose_templates, reenactment, stage1, stage2
+from . import audio, comfy_adapter, face, loaders, motion, sampling
 
-paths.register()
+comfy_adapter.register_folders()
 
 
 class AniPortraitExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*stage1.NODES, *pose_templates.NODES, *reenactment.NODES, *stage2.NODES]
+        return [*loaders.NODES, *face.NODES, *audio.NODES, *motion.NODES, *sampling.NODES]
 
 
 async def comfy_entrypoint() -> AniPortraitExtension:

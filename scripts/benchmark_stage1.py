@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aniportrait_lib import tiny  # noqa: E402
+from aniportrait_lib import random_weights  # noqa: E402
 from aniportrait_lib.audio import features as feats  # noqa: E402
-from aniportrait_lib.audio import models, stage1  # noqa: E402
+from aniportrait_lib.audio import inference, models  # noqa: E402
 from aniportrait_lib.face import renderer  # noqa: E402
 from aniportrait_lib.motion import MotionSequence, project_motion  # noqa: E402
 
@@ -35,8 +35,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
-    a2m = models.load_audio2mesh(tiny.audio2mesh_state_dict(0, full_size=True))
-    a2p = models.load_audio2pose(tiny.audio2pose_state_dict(1, full_size=True))
+    a2m = models.load_audio2mesh(random_weights.audio2mesh_state_dict(0, full_size=True))
+    a2p = models.load_audio2pose(random_weights.audio2pose_state_dict(1, full_size=True))
     t_load = time.perf_counter() - t0
 
     n = int(args.seconds * 16000)
@@ -44,21 +44,21 @@ def main() -> None:
     t = np.arange(n) / 16000
     wave = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.02 * rng.standard_normal(n)).astype(np.float32)
     values, frames = feats.prepare_audio(wave[None, None], 16000)
-    f = stage1.AudioFeatures(values, frames)
+    f = inference.AudioFeatures(values, frames)
     canonical = np.zeros((468, 3))
     trans = np.eye(4)
     trans[2, 3] = -60.0
 
     timings = {}
     with torch.inference_mode():
-        s = time.perf_counter(); offsets = stage1.predict_mesh_offsets(a2m, f); timings["audio2mesh"] = time.perf_counter() - s
-        s = time.perf_counter(); poses = stage1.predict_poses(a2p, f, style_id=0); timings["audio2pose (KV cache)"] = time.perf_counter() - s
+        s = time.perf_counter(); offsets = inference.predict_mesh_offsets(a2m, f); timings["audio2mesh"] = time.perf_counter() - s
+        s = time.perf_counter(); poses = inference.predict_poses(a2p, f, style_id=0); timings["audio2pose (KV cache)"] = time.perf_counter() - s
         motion = MotionSequence(offsets + canonical, poses)
         s = time.perf_counter(); lmk = project_motion(motion, trans, 512, 512); timings["projection"] = time.perf_counter() - s
         s = time.perf_counter(); renderer.draw_pose_images(lmk.points, 512, 512); timings["render 512x512"] = time.perf_counter() - s
         total = sum(timings.values())
         if args.baseline:
-            chunks = stage1.plan_pose_chunks(values.shape[0], frames)
+            chunks = inference.plan_pose_chunks(values.shape[0], frames)
             s = time.perf_counter()
             for c in chunks:
                 a2p.generate_full_recompute(torch.from_numpy(values[c.start:c.end])[None], c.num_frames, 0)

@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aniportrait_lib import tiny  # noqa: E402
-from aniportrait_lib.video import context, pose_guider, sampler, unet  # noqa: E402
+from aniportrait_lib import random_weights  # noqa: E402
+from aniportrait_lib.video import context_windows, pose_guider, sampler, unet  # noqa: E402
 from aniportrait_lib.video.loading import Lmk2VideoModels, Lmk2VideoConfig, PoseGuiderConfig  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -47,9 +47,9 @@ def _randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 def build_models(full_size: bool, device: torch.device, dtype: torch.dtype) -> Lmk2VideoModels:
     cfg = unet.sd15_unet_config()
-    pg = PoseGuiderConfig() if full_size else PoseGuiderConfig(**tiny.SMALL_POSE_GUIDER)
+    pg = PoseGuiderConfig() if full_size else PoseGuiderConfig(**random_weights.SMALL_POSE_GUIDER)
     if not full_size:
-        cfg.update(tiny.SMALL_UNET)
+        cfg.update(random_weights.SMALL_UNET)
     ref = unet.build_reference_unet(cfg, device="meta", dtype=dtype).to_empty(device=device)
     vid = unet.build_video_unet(cfg, device="meta", dtype=dtype).to_empty(device=device)
     guide = pose_guider.build_pose_guider(pg.noise_latent_channels, pg.attention_heads, pg.attention_head_dim,
@@ -102,7 +102,7 @@ def main() -> None:
     ref_latent = torch.randn(1, 4, h, h, device=device)
     clip = torch.randn(1, models.config.unet["cross_attention_dim"], device=device)
     poses = pose_frames(args.frames, args.size)
-    windows = len(context.uniform_context_windows(args.frames))
+    windows = len(context_windows.uniform_context_windows(args.frames))
 
     def run(steps: int) -> float:
         if cuda:

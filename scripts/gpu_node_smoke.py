@@ -59,16 +59,16 @@ def main() -> None:
     sys.modules["aniportrait_pack"] = pack
     spec.loader.exec_module(pack)
     nodes = {n.__name__: n for n in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
-    from aniportrait_pack.aniportrait_lib import tiny
+    from aniportrait_pack.aniportrait_lib import random_weights
     from aniportrait_pack.aniportrait_lib.face.landmarker import ReferenceFace
 
     models = work / "models"
     folder_paths.add_model_folder_path("aniportrait", str(models / "aniportrait"))
     t = time.perf_counter()
-    tiny.save_audio_models(models / "aniportrait", full_size=args.full_size)
-    files = tiny.save_lmk2video_models(models / "aniportrait", full_size=args.full_size)
-    vae_path = tiny.save_sd_vae(work / "vae.safetensors")
-    clip_path = tiny.save_clip_vision_vitl(work / "clip.safetensors")
+    random_weights.save_audio_models(models / "aniportrait", full_size=args.full_size)
+    files = random_weights.save_lmk2video_models(models / "aniportrait", full_size=args.full_size)
+    vae_path = random_weights.save_sd_vae(work / "vae.safetensors")
+    clip_path = random_weights.save_clip_vision_vitl(work / "clip.safetensors")
     report = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__, "full_size": args.full_size,
               "make_weights_s": round(time.perf_counter() - t, 1), "comfy_torch_device": str(mm.get_torch_device())}
 

@@ -37,16 +37,16 @@ def missing_files(models: Path) -> list[Path]:
 
 
 def make_demo_weights(models: Path, missing: list[Path]) -> None:
-    from aniportrait_lib import tiny
+    from aniportrait_lib import random_weights
 
     log.warning("RANDOM demo weights for %d missing file(s): the workflow runs, the video is noise. "
                 "Put the real files in %s (see README) for a real animation.", len(missing), models)
     names = {p.name for p in missing}
     aniportrait = models / "aniportrait"
     if names & {"audio2mesh.pt", "audio2pose.pt"}:
-        tiny.save_audio_models(aniportrait)
+        random_weights.save_audio_models(aniportrait)
     if names & {"reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "pose_guider.pth"}:
-        tiny.save_lmk2video_models(aniportrait)
+        random_weights.save_lmk2video_models(aniportrait)
     if "face_landmarker.task" in names:
         shared = Path(os.environ.get("ANIPORTRAIT_REFERENCE", REPO.parent / "shared" / "reference")).parent / "assets"
         if (shared / "face_landmarker.task").is_file():
@@ -56,10 +56,10 @@ def make_demo_weights(models: Path, missing: list[Path]) -> None:
                              f"face_landmarker/face_landmarker/float16/latest/face_landmarker.task into {aniportrait}")
     if "sd-vae-ft-mse.safetensors" in names:
         (models / "vae").mkdir(parents=True, exist_ok=True)
-        tiny.save_sd_vae(models / "vae" / "sd-vae-ft-mse.safetensors")
+        random_weights.save_sd_vae(models / "vae" / "sd-vae-ft-mse.safetensors")
     if "sd-image-variations-image-encoder.safetensors" in names:
         (models / "clip_vision").mkdir(parents=True, exist_ok=True)
-        tiny.save_clip_vision_vitl(models / "clip_vision" / "sd-image-variations-image-encoder.safetensors")
+        random_weights.save_clip_vision_vitl(models / "clip_vision" / "sd-image-variations-image-encoder.safetensors")
 
 
 def main() -> None:

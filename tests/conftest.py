@@ -83,16 +83,16 @@ def server(tmp_path_factory):
     import torch
     from PIL import Image
 
-    from aniportrait_lib import tiny
+    from aniportrait_lib import random_weights
     from comfy_server import start_server, stop_server
 
     work = tmp_path_factory.mktemp("comfy")
     srv = start_server(work)
     try:
         models = srv.models_dir / "aniportrait"
-        tiny.save_audio_models(models, seed=0)
+        random_weights.save_audio_models(models, seed=0)
         shutil.copyfile(shared_assets_dir() / "face_landmarker.task", models / "face_landmarker.task")
-        broken = tiny.audio2mesh_state_dict(0)
+        broken = random_weights.audio2mesh_state_dict(0)
         broken["in_fn.weightt"] = broken.pop("in_fn.weight")
         torch.save(broken, models / "broken_audio2mesh.pt")
 
@@ -111,11 +111,11 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def stage2_models(server):
     """Small Lmk2Video files + random full-architecture SD VAE and CLIP ViT-L (ComfyUI formats) in the server's folders."""
-    from aniportrait_lib import tiny
+    from aniportrait_lib import random_weights
 
-    tiny.save_lmk2video_models(server.models_dir / "aniportrait", seed=0)
+    random_weights.save_lmk2video_models(server.models_dir / "aniportrait", seed=0)
     (server.models_dir / "vae").mkdir(exist_ok=True)
     (server.models_dir / "clip_vision").mkdir(exist_ok=True)
-    tiny.save_sd_vae(server.models_dir / "vae" / "sd-vae-ft-mse.safetensors")
-    tiny.save_clip_vision_vitl(server.models_dir / "clip_vision" / "sd-image-variations-image-encoder.safetensors")
+    random_weights.save_sd_vae(server.models_dir / "vae" / "sd-vae-ft-mse.safetensors")
+    random_weights.save_clip_vision_vitl(server.models_dir / "clip_vision" / "sd-image-variations-image-encoder.safetensors")
     return server

@@ -12,6 +12,8 @@ import math
 import numpy as np
 import torch
 
+from ..data import AudioFeatures
+
 #: wav2vec2 sample rate (Hz)
 SAMPLE_RATE = 16000
 #: the original hard-codes 30 fps for stage 1 (reference quirk 3)
@@ -78,3 +80,9 @@ def prepare_audio(waveform: torch.Tensor | np.ndarray, sample_rate: int, fps: fl
             f"AniPortrait needs at least {MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms of audio."
         )
     return normalize_clip(wav), frame_count(wav.shape[0], fps)
+
+
+def audio_features(waveform: torch.Tensor | np.ndarray, sample_rate: int, fps: float = DEFAULT_FPS) -> AudioFeatures:
+    """A clip (``[B, C, T]``, ``[C, T]`` or ``[T]``; the first clip of a batch) -> :class:`AudioFeatures` at ``fps``."""
+    values, frames = prepare_audio(waveform, sample_rate, fps)
+    return AudioFeatures(values, frames, float(fps))

@@ -7,8 +7,11 @@ halving and no further smoothing.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
+from ..data import Face, PoseTemplate
 from . import pose_math
 
 #: the original smooths templates over 5 frames
@@ -64,3 +67,10 @@ def loop_template(template: np.ndarray, num_frames: int) -> np.ndarray:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     cycle = np.concatenate((template, template[-2:0:-1]), axis=0)
     return np.tile(cycle, (num_frames // len(cycle) + 1, 1))[:num_frames]
+
+
+def template_from_faces(faces: Sequence[Face], fps: float, window: int = TEMPLATE_SMOOTHING_WINDOW) -> PoseTemplate:
+    """The tracked faces of a video at ``fps`` -> its :class:`PoseTemplate` at 30 fps (see :func:`extract_template`)."""
+    if not faces:
+        raise ValueError("no faces to make a pose template from")
+    return PoseTemplate(extract_template(np.stack([f.transform for f in faces]), fps, window), TEMPLATE_FPS)

@@ -2,15 +2,17 @@
 
 Same maths as the original's ``scripts/vid2vid.py`` (golden ``vid2vid``):
 
-1. every source frame is analysed; extraction stops at the first frame without a face (the
-   original ``break``s, later frames are dropped: :func:`faces_until_first_miss`);
+1. every source frame is analysed (:func:`~aniportrait_lib.face.tracking.track_faces`; its ``stop``
+   policy is the original's: extraction ends at the first frame without a face);
 2. the neutral frame is the one with the smallest blendshape sum (first on ties);
 3. expression retargeting: ``mesh_t = src_mesh_t - src_mesh[neutral] + ref_mesh`` (canonical frame, cm);
 4. head pose: the source's ABSOLUTE rotation (the reference's own rotation is discarded) and its
    translation re-anchored as ``t_t - t_0 + t_ref`` (on source frame 0, not on the neutral frame);
    the 6D poses are smoothed (centred window 3) and turned back into matrices;
-5. the meshes are projected with those matrices at the SOURCE frame size, drawn there, and the
-   pose images resized to the output size (:func:`render_reenactment`).
+5. :func:`reenact` expresses the result relative to the reference face as a :class:`Motion`, which is
+   projected and drawn like any other motion. (The original projected at the SOURCE frame size and
+   resized the pose images to the output size; projecting at the output size gives the same landmarks
+   when the aspect ratios match.)
 
 Units: meshes in cm (MediaPipe canonical frame), poses ``[rx, ry, rz]`` euler xyz degrees +
 ``[tx, ty, tz]`` cm, pixel coordinates with the origin at the top-left corner.
@@ -20,12 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from . import pose_math
-from .landmarker import ReferenceFace
-from .renderer import draw_pose_images
+from ..data import Face, Motion
+from ..motion import relative_to_reference
 
 #: the original smooths the reenactment poses over 3 frames
 REENACTMENT_SMOOTHING_WINDOW = 3
@@ -52,30 +53,6 @@ class Reenactment:
     @property
     def num_frames(self) -> int:
         return self.meshes.shape[0]
-
-
-def project_points_with_transforms(meshes: np.ndarray, transforms: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Project per-frame meshes with per-frame 4x4 transforms (the original's ``project_points_with_trans``).
-
-    ``p = [v, 1] @ transforms[t].T @ P`` with the original's float32 perspective matrix for
-    ``width / height``, then NDC -> pixels.
-
-    Args:
-        meshes: ``(T, N, 3)`` vertices (cm).
-        transforms: ``(T, 4, 4)`` model -> camera transforms.
-        height, width: image size in pixels (the original's ``[frame_height, frame_width]``).
-    Returns:
-        ``(T, N, 2)`` float64 pixel coordinates (x, y).
-    """
-    meshes = pose_math._check_meshes(meshes)
-    transforms = np.asarray(transforms, dtype=np.float64)
-    if transforms.ndim != 3 or transforms.shape[1:] != (4, 4):
-        raise ValueError(f"transforms must be (T, 4, 4); got {transforms.shape}")
-    if transforms.shape[0] != meshes.shape[0]:
-        raise ValueError(f"{meshes.shape[0]} meshes but {transforms.shape[0]} transforms: need one per frame")
-    if height < 1 or width < 1:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    return pose_math._project_with_matrices(meshes, transforms, height, width)
 
 
 def neutral_frame(blendshapes: np.ndarray) -> int:
@@ -166,15 +143,15 @@ def retarget_arrays(
 
 
 def retarget(
-    source_faces: Sequence[ReferenceFace],
-    reference: ReferenceFace,
+    source_faces: Sequence[Face],
+    reference: Face,
     smoothing_window: int = REENACTMENT_SMOOTHING_WINDOW,
 ) -> Reenactment:
     """Retarget the faces of source frames onto a reference face (see the module docstring).
 
     Args:
-        source_faces: one :class:`ReferenceFace` per source frame, all of the same image size
-            (use :func:`faces_until_first_miss` on ``FaceLandmarker.analyze_frames`` output).
+        source_faces: one :class:`Face` per source frame, all of the same image size
+            (from :func:`~aniportrait_lib.face.tracking.track_faces`).
         reference: the analysed reference portrait.
         smoothing_window: pose smoothing window (the original: 3).
     Returns:
@@ -197,62 +174,18 @@ def retarget(
     )
 
 
-def faces_until_first_miss(faces: Sequence[ReferenceFace | None]) -> list[ReferenceFace]:
-    """The faces before the first face-less frame (``None``), as the original's extraction loop.
+def reenact(
+    source_faces: Sequence[Face],
+    reference: Face,
+    fps: float,
+    smoothing_window: int = REENACTMENT_SMOOTHING_WINDOW,
+) -> Motion:
+    """The source frames' expressions and head motion as a :class:`Motion` of the reference face.
 
-    The original ``break``s at the first frame where no face is found, silently dropping every later
-    frame (even those with a face); this mirrors it so the reenactment has the original's length.
-
-    Args:
-        faces: ``FaceLandmarker.analyze_frames`` output (a face or ``None`` per frame).
-    Raises:
-        ValueError: there are no frames, or the first frame has no face.
+    :func:`retarget` gives absolute camera transforms (as the original); they are expressed relative to
+    the reference (:func:`~aniportrait_lib.motion.relative_to_reference`), so the motion projects to the
+    same pixels as the original's ``project_points_with_trans`` and can be edited, projected and
+    rendered like an audio-driven one.
     """
-    faces = list(faces)
-    if not faces:
-        raise ValueError("the source video has no frames")
-    if faces[0] is None:
-        raise ValueError(
-            "no face was found in the first source frame; face reenactment needs a clearly visible face "
-            "from the first frame on (extraction stops at the first frame without a face)"
-        )
-    out: list[ReferenceFace] = []
-    for face in faces:
-        if face is None:
-            break
-        out.append(face)
-    return out
-
-
-def project_reenactment(reenactment: Reenactment, src_width: int, src_height: int) -> np.ndarray:
-    """``(T, N, 2)`` float64 pixel landmarks at the SOURCE frame size (the original's ``projected_vertices``)."""
-    return project_points_with_transforms(reenactment.meshes, reenactment.transforms, src_height, src_width)
-
-
-def render_reenactment(
-    reenactment: Reenactment, src_width: int, src_height: int, out_width: int, out_height: int, progress=None
-) -> np.ndarray:
-    """Pose images of a reenactment, as the original makes them.
-
-    Projection and drawing at the source frame size (512 canvas -> ``cv2.resize`` to the source
-    size inside :func:`renderer.draw_pose_image`), then a second ``cv2.resize`` (INTER_LINEAR) to
-    the output size.
-
-    Args:
-        reenactment: from :func:`retarget` / :func:`retarget_arrays`.
-        src_width, src_height: source frame size in pixels.
-        out_width, out_height: pose image size in pixels (the generation size).
-        progress: optional ``progress(done, total)`` callback, called per frame.
-    Returns:
-        ``(T, out_height, out_width, 3)`` uint8, channels as the renderer writes them (the original's BGR array).
-    """
-    if out_width < 1 or out_height < 1:
-        raise ValueError(f"output size must be positive, got {out_width}x{out_height}")
-    points = project_reenactment(reenactment, src_width, src_height)
-    frames = draw_pose_images(points, src_width, src_height, normalized=False, progress=progress)
-    if (out_width, out_height) == (src_width, src_height):
-        return frames
-    out = np.empty((frames.shape[0], out_height, out_width, 3), dtype=np.uint8)
-    for i, frame in enumerate(frames):
-        out[i] = cv2.resize(frame, (out_width, out_height), interpolation=cv2.INTER_LINEAR)
-    return out
+    result = retarget(source_faces, reference, smoothing_window)
+    return relative_to_reference(result.meshes, result.transforms, reference, fps)

@@ -80,12 +80,19 @@ class Lmk2VideoConfig:
 
 @dataclass
 class Lmk2VideoModels:
-    """The three Lmk2Video networks, ready for inference (``requires_grad`` off, eval mode)."""
+    """The stage-2 model bundle: the three Lmk2Video networks, ready for inference (``requires_grad``
+    off, eval mode), their configs and weight dtype.
+
+    ``handles`` are the host's model-management handles for the three networks (in ComfyUI, their
+    ModelPatchers), opaque to the library; empty when the library is used on its own.
+    """
 
     reference_unet: ReferenceUNet
     video_unet: VideoUNet
     pose_guider: PoseGuider
     config: Lmk2VideoConfig
+    dtype: torch.dtype = torch.float32
+    handles: tuple = ()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -261,4 +268,4 @@ def load_lmk2video_models(paths: Mapping[str, PathLike | StateDict], config: Lmk
             f"the pose guider's feature widths ({c}, {c}, {2 * c}, {4 * c}, {4 * c}) do not match the denoising "
             f"UNet's block widths {boc}: the pose guider and UNet checkpoints do not belong together"
         )
-    return Lmk2VideoModels(reference, video, pose, cfg)
+    return Lmk2VideoModels(reference, video, pose, cfg, dtype)

@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .context import frame_coverage, uniform_context_windows
+from .context_windows import frame_coverage, uniform_context_windows
 from .preprocess import prepare_pose_tensor, to_uint8_frames
 from .scheduler import AniPortraitDDIM, make_scheduler
 

@@ -510,7 +510,7 @@ def _attention(ch: int, heads: int, s: UNetSettings, video: bool) -> SpatialTran
     return SpatialTransformer(ch, heads, ch // heads, s.norm_num_groups, s.cross_attention_dim, video_layout=video)
 
 
-class _Context:
+class _UNetCallState:
     """What every block needs besides the hidden states (one per forward call)."""
 
     def __init__(self, temb: torch.Tensor, encoder_hidden_states: torch.Tensor, frames: int,
@@ -542,7 +542,7 @@ class DownBlock(nn.Module):
             if add_downsample else None
         )
 
-    def forward(self, x: torch.Tensor, c: _Context) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, c: _UNetCallState) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, c.temb)
@@ -567,7 +567,7 @@ class MidBlock(nn.Module):
         self.resnets = nn.ModuleList([_resnet(ch, ch, temb, s, s.mid_block_scale_factor) for _ in range(2)])
         self.motion_modules = nn.ModuleList([MotionModule(ch, motion)]) if motion is not None else None
 
-    def forward(self, x: torch.Tensor, c: _Context) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: _UNetCallState) -> torch.Tensor:
         x = self.resnets[0](x, c.temb)
         for i, attn in enumerate(self.attentions):
             x = attn(x, c.encoder_hidden_states, c.frames, c.io)
@@ -599,7 +599,7 @@ class UpBlock(nn.Module):
             nn.ModuleList([Upsample2D(cout, use_conv=True, out_channels=cout)]) if add_upsample else None
         )
 
-    def forward(self, x: torch.Tensor, skips: list[torch.Tensor], c: _Context,
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor], c: _UNetCallState,
                 upsample_size: Sequence[int] | None) -> torch.Tensor:
         for i, resnet in enumerate(self.resnets):
             x = resnet(torch.cat([x, skips.pop()], dim=1), c.temb)
@@ -693,7 +693,7 @@ class _UNetCore(nn.Module):
         temb = self._time_embedding(timestep, batch, x.device)
         if frames > 1:
             temb = temb.repeat_interleave(frames, 0)
-        c = _Context(temb, encoder_hidden_states.to(x.dtype), frames, io)
+        c = _UNetCallState(temb, encoder_hidden_states.to(x.dtype), frames, io)
         x = self.conv_in(x)
         if pose_features is not None:
             x = x + pose_features[0]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from aniportrait_lib import tiny, weights
+from aniportrait_lib import random_weights, weights
 from aniportrait_lib.audio import features as feats
-from aniportrait_lib.audio import models, stage1
+from aniportrait_lib.audio import inference, models
 
 from conftest import manifest, reference_dir
 
@@ -42,17 +42,17 @@ def test_full_size_config_is_inferred_from_release_keys():
 
 @pytest.fixture(scope="module")
 def tiny_models():
-    return (models.load_audio2mesh(tiny.audio2mesh_state_dict(0)), models.load_audio2pose(tiny.audio2pose_state_dict(1)))
+    return (models.load_audio2mesh(random_weights.audio2mesh_state_dict(0)), models.load_audio2pose(random_weights.audio2pose_state_dict(1)))
 
 
-def _features(seconds: float, sample_rate: int = 16000, channels: int = 1, seed: int = 0) -> stage1.AudioFeatures:
+def _features(seconds: float, sample_rate: int = 16000, channels: int = 1, seed: int = 0) -> inference.AudioFeatures:
     n = int(round(seconds * sample_rate))
     gen = torch.Generator().manual_seed(seed)
     t = torch.arange(n) / sample_rate
     wave = 0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.05 * torch.randn(n, generator=gen)
     wave = wave.expand(channels, n)[None].clone()  # [1, C, T]
     values, frames = feats.prepare_audio(wave, sample_rate)
-    return stage1.AudioFeatures(values, frames)
+    return inference.AudioFeatures(values, frames)
 
 
 @pytest.mark.parametrize("seconds", [0.3, 4.99, 5.0, 10.0, 15.0])
@@ -60,8 +60,8 @@ def test_every_length_gives_one_pose_per_mesh_frame(tiny_models, seconds):
     a2m, a2p = tiny_models
     f = _features(seconds)
     assert f.num_frames == int(np.ceil(seconds * 30 - 1e-9)) or f.num_frames == int(np.ceil(round(seconds * 16000) / 16000 * 30))
-    meshes = stage1.predict_mesh_offsets(a2m, f)
-    poses = stage1.predict_poses(a2p, f, style_id=7)
+    meshes = inference.predict_mesh_offsets(a2m, f)
+    poses = inference.predict_poses(a2p, f, style_id=7)
     assert meshes.shape == (f.num_frames, 468, 3)
     assert poses.shape == (f.num_frames, 6)
     assert np.isfinite(poses).all() and np.isfinite(meshes).all()
@@ -73,7 +73,7 @@ def test_48k_stereo_clip_is_mixed_down_and_resampled(tiny_models):
     assert abs(f.input_values.shape[0] - 32000) <= 1
     assert f.num_frames == 60
     assert abs(float(f.input_values.mean())) < 1e-4 and abs(float(f.input_values.std()) - 1) < 1e-3
-    assert stage1.predict_mesh_offsets(a2m, f).shape[0] == stage1.predict_poses(a2p, f).shape[0] == 60
+    assert inference.predict_mesh_offsets(a2m, f).shape[0] == inference.predict_poses(a2p, f).shape[0] == 60
 
 
 def test_resampling_preserves_a_tone():
@@ -87,21 +87,21 @@ def test_resampling_preserves_a_tone():
 
 def test_chunk_plan_matches_original_where_it_works_and_fixes_crashes():
     # 10.7 s: the original's [150, 171]; multiple of 150 frames: never an empty chunk
-    assert [c.num_frames for c in stage1.plan_pose_chunks(171200, 321)] == [150, 171]
+    assert [c.num_frames for c in inference.plan_pose_chunks(171200, 321)] == [150, 171]
     # 10.0 s = 300 frames: the original gave the merged last chunk 150 + 0 frames (150 poses short)
-    plan = stage1.plan_pose_chunks(160000, 300)
+    plan = inference.plan_pose_chunks(160000, 300)
     assert [c.num_frames for c in plan] == [300] and plan[-1].end == 160000
-    assert [c.num_frames for c in stage1.plan_pose_chunks(240000, 450)] == [150, 300]
-    single = stage1.plan_pose_chunks(80000, 150)
+    assert [c.num_frames for c in inference.plan_pose_chunks(240000, 450)] == [150, 300]
+    single = inference.plan_pose_chunks(80000, 150)
     assert len(single) == 1 and single[0].num_frames == 150
 
 
 def test_same_style_id_same_poses_and_ids_matter(tiny_models):
     _, a2p = tiny_models
     f = _features(1.0)
-    a = stage1.predict_poses(a2p, f, style_id=3)
-    b = stage1.predict_poses(a2p, f, style_id=3)
-    c = stage1.predict_poses(a2p, f, style_id=4)
+    a = inference.predict_poses(a2p, f, style_id=3)
+    b = inference.predict_poses(a2p, f, style_id=3)
+    c = inference.predict_poses(a2p, f, style_id=4)
     assert np.array_equal(a, b)
     assert np.abs(a - c).max() > 1e-4
 
@@ -118,7 +118,7 @@ def test_kv_cached_decoding_equals_full_recompute(tiny_models):
 
 
 def test_wrong_checkpoint_names_first_mismatching_keys(tmp_path):
-    sd = tiny.audio2mesh_state_dict(0)
+    sd = random_weights.audio2mesh_state_dict(0)
     sd.pop("in_fn.bias")
     sd["out_fn.weight"] = torch.zeros(3, 3)
     sd["extra.key"] = torch.zeros(1)
@@ -132,7 +132,7 @@ def test_wrong_checkpoint_names_first_mismatching_keys(tmp_path):
 
 def test_audio2pose_file_given_as_audio2mesh_is_rejected():
     with pytest.raises(weights.CheckpointError, match="unexpected key"):
-        models.load_audio2mesh(tiny.audio2pose_state_dict(1), "models/aniportrait/audio2pose.pt")
+        models.load_audio2mesh(random_weights.audio2pose_state_dict(1), "models/aniportrait/audio2pose.pt")
 
 
 @pytest.mark.parametrize("wave,sr,match", [
@@ -150,12 +150,12 @@ def test_bad_audio_gets_clear_errors(wave, sr, match):
 def test_style_id_out_of_range(tiny_models):
     _, a2p = tiny_models
     with pytest.raises(ValueError, match="style id"):
-        stage1.predict_poses(a2p, _features(0.3), style_id=100)
+        inference.predict_poses(a2p, _features(0.3), style_id=100)
 
 
 def test_fps_beyond_the_pose_model_limit_is_a_clear_error(tiny_models):
     _, a2p = tiny_models
     values, _ = feats.prepare_audio(torch.randn(1, 1, 16000 * 8), 16000)
-    f = stage1.AudioFeatures(values, feats.frame_count(values.shape[0], 100), fps=100)
+    f = inference.AudioFeatures(values, feats.frame_count(values.shape[0], 100), fps=100)
     with pytest.raises(ValueError, match="fps <= 60"):
-        stage1.predict_poses(a2p, f)
+        inference.predict_poses(a2p, f)

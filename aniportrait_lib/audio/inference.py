@@ -1,4 +1,4 @@
-"""Stage 1 (Audio2Lmk) orchestration: audio features -> meshes and head poses.
+"""Audio inference: audio features -> per-frame mesh offsets (Audio2Mesh) and head poses (Audio2Pose).
 
 Chunking of Audio2Pose follows ``scripts/audio2vid.py`` where the original works and fixes where it
 crashes (reference quirks 1 and 2): the normalised clip is cut into 5 s chunks (80000 samples), chunk
@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..data import AudioFeatures
 from ..face import pose_math
 from .features import DEFAULT_FPS, SAMPLE_RATE
 from .models import Audio2Mesh, Audio2Pose
@@ -28,23 +29,6 @@ CHUNK_SECONDS = 5
 DEFAULT_STYLE_ID = 0
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass
-class AudioFeatures:
-    """Normalised 16 kHz input values of one clip and its frame count.
-
-    ``input_values`` ``(N,)`` float32 (zero mean, unit variance); ``num_frames`` = ceil(N / 16000 * fps).
-    """
-
-    input_values: np.ndarray
-    num_frames: int
-    fps: float = DEFAULT_FPS
-
-    @property
-    def duration(self) -> float:
-        """seconds"""
-        return self.input_values.shape[0] / SAMPLE_RATE
 
 
 @dataclass
@@ -122,3 +106,12 @@ def predict_poses(
     """Head poses ``(T, 6)`` float32 after the original's post-processing (halve rotations, smooth)."""
     raw = predict_raw_poses(model, features, style_id, device, progress)
     return pose_math.postprocess_poses(raw, rotation_scale, smoothing_window)
+
+
+def check_same_clip(motion_frames: int, features: AudioFeatures) -> None:
+    """Audio2Pose gives poses to a motion of the same clip: their frame counts must agree."""
+    if motion_frames != features.num_frames:
+        raise ValueError(
+            f"the motion has {motion_frames} frames but the audio features {features.num_frames}; "
+            f"feed both nodes from the same AniPortrait Audio Features node."
+        )

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from aniportrait_lib.video.context import frame_coverage, uniform_context_windows
+from aniportrait_lib.video.context_windows import frame_coverage, uniform_context_windows
 from aniportrait_lib.video.preprocess import clip_preprocess, prepare_pose_tensor, vae_preprocess
 from aniportrait_lib.video.sampler import (
     LATENT_SCALE,

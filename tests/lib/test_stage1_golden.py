@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from aniportrait_lib.audio import features as feats
-from aniportrait_lib.audio import models, stage1, wav2vec
+from aniportrait_lib.audio import inference, models, wav2vec
 from aniportrait_lib.face import pose_math, renderer
 from aniportrait_lib.weights import read_state_dict
 
@@ -125,18 +125,18 @@ def test_audio_stage1_golden(audio_case):
     assert a2m.config.latent_dim == inputs["a2m_config"]["latent_dim"]
     assert a2p.config.latent_dim == inputs["a2p_config"]["latent_dim"]
 
-    features = stage1.AudioFeatures(values, num_frames)
+    features = inference.AudioFeatures(values, num_frames)
     with torch.inference_mode():
         hidden = wav2vec.encode_at_frame_rate(a2m.audio_encoder, torch.from_numpy(values)[None], num_frames)
     report("a2m_encoder_last_hidden", float((hidden.numpy() - np.load(folder / "a2m_encoder_last_hidden.npy")).__abs__().max()), tol(t["a2m_encoder_last_hidden"]))
-    offsets = stage1.predict_mesh_offsets(a2m, features)
+    offsets = inference.predict_mesh_offsets(a2m, features)
     raw_mesh = np.load(folder / "a2m_raw_out.npy")
     report("a2m_raw_out", float(np.abs(offsets.reshape(raw_mesh.shape) - raw_mesh).max()), tol(t["a2m_raw_out"]))
 
-    chunks = stage1.plan_pose_chunks(values.shape[0], num_frames)
+    chunks = inference.plan_pose_chunks(values.shape[0], num_frames)
     assert [c.num_frames for c in chunks] == case["chunk_seq_lens"]
     assert [c.end - c.start for c in chunks] == case["chunk_num_samples"]
-    raw = stage1.predict_raw_poses(a2p, features, style_id=inputs["id_seed"])
+    raw = inference.predict_raw_poses(a2p, features, style_id=inputs["id_seed"])
     for k, chunk in enumerate(raw):
         report(f"a2p_raw_chunk{k}", float(np.abs(chunk - np.load(folder / f"a2p_raw_chunk{k}.npy")).max()), tol(t["a2p_raw_chunk*"]))
     halved = pose_math.postprocess_poses(raw, window=1)

@@ -1,0 +1,91 @@
+"""Audio nodes: a core AUDIO clip -> features -> face motion (Audio2Mesh) and head poses (Audio2Pose)."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..aniportrait_lib import motion as motion_steps
+from ..aniportrait_lib.audio import features, inference
+from ..aniportrait_lib.audio import models as audio_models
+from ..aniportrait_lib.face import pose_math
+from . import comfy_adapter as comfy
+from . import sockets
+
+
+class AudioFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitAudioFeatures",
+            display_name="AniPortrait Audio Features",
+            category=comfy.CATEGORY,
+            description="Prepares a core AUDIO clip for AniPortrait's wav2vec2 encoders: mono, 16 kHz, whole-clip normalisation, frame count at the video fps.",
+            inputs=[
+                io.Audio.Input("audio", tooltip="Speech (the first clip of a batch is used)."),
+                io.Float.Input("fps", default=30.0, min=1.0, max=60.0, step=1.0,
+                               tooltip="Video frame rate. The released models were trained at 30 fps."),
+            ],
+            outputs=[sockets.AudioFeatures.Output("audio_features")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, audio, fps) -> io.NodeOutput:
+        waveform = audio["waveform"]
+        batch_note = f"the audio input holds {waveform.shape[0]} clips; only the first one is used." if waveform.ndim == 3 and waveform.shape[0] > 1 else None
+        result = features.audio_features(waveform, int(audio["sample_rate"]), fps)
+        return comfy.output(result, notes=[batch_note, f"{result.duration:.2f} s of audio -> {result.num_frames} frames at {fps:g} fps"])
+
+
+class Audio2Mesh(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitAudio2Mesh",
+            display_name="AniPortrait Audio2Mesh",
+            category=comfy.CATEGORY,
+            description="Predicts the per-frame 3D face mesh (lip and expression motion) from audio; head pose starts neutral.",
+            inputs=[sockets.Audio2MeshModel.Input("audio2mesh"), sockets.AudioFeatures.Input("audio_features"), sockets.Face.Input("face")],
+            outputs=[sockets.Motion.Output("motion")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, audio2mesh, audio_features, face) -> io.NodeOutput:
+        device = comfy.load_for_inference(audio2mesh)
+        offsets = inference.predict_mesh_offsets(audio2mesh.model, audio_features, device)
+        return io.NodeOutput(motion_steps.motion_from_mesh_offsets(offsets, face, audio_features.fps))
+
+
+class Audio2Pose(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitAudio2Pose",
+            display_name="AniPortrait Audio2Pose",
+            category=comfy.CATEGORY,
+            description="Predicts head motion from audio (autoregressive), then halves rotations and smooths like the original.",
+            inputs=[
+                sockets.Audio2PoseModel.Input("audio2pose"),
+                sockets.AudioFeatures.Input("audio_features"),
+                sockets.Motion.Input("motion"),
+                io.Int.Input("style_id", default=inference.DEFAULT_STYLE_ID, min=0, max=audio_models.NUM_STYLE_IDS - 1,
+                             tooltip="Speaking style (0-99). The original picked one at random on every run; here it is yours to choose."),
+                io.Int.Input("smoothing_window", default=pose_math.SMOOTHING_WINDOW, min=1, max=61,
+                             tooltip="Moving-average window in frames (1 = no smoothing). Larger = calmer head."),
+                io.Float.Input("rotation_scale", default=pose_math.ROTATION_SCALE, min=0.0, max=2.0, step=0.05,
+                               tooltip="Scales predicted head rotations (the original uses 0.5)."),
+            ],
+            outputs=[sockets.Motion.Output("posed_motion", display_name="motion")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, audio2pose, audio_features, motion, style_id, smoothing_window, rotation_scale) -> io.NodeOutput:
+        inference.check_same_clip(motion.num_frames, audio_features)
+        device = comfy.load_for_inference(audio2pose)
+        poses = inference.predict_poses(audio2pose.model, audio_features, style_id, smoothing_window, rotation_scale,
+                                        device, comfy.progress(audio_features.num_frames))
+        return io.NodeOutput(motion.with_poses(poses))
+
+
+NODES = [AudioFeatures, Audio2Mesh, Audio2Pose]

@@ -1,0 +1,217 @@
+"""The one place where the pack meets ComfyUI's runtime.
+
+Model folders (``models/aniportrait`` and its ``pose_templates`` sub-folder, both reachable through
+``extra_model_paths.yaml``), core IMAGE <-> uint8 conversion, ModelPatchers and loading, progress bars
+(which are also cancel points), latent previews, the note shown on a node, and how errors reach
+the user. Nodes call these; ``aniportrait_lib`` never imports ComfyUI.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from comfy_api.latest import io, ui
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+
+from ..aniportrait_lib import imaging, weights
+
+log = logging.getLogger("aniportrait")
+
+CATEGORY = "AniPortrait"
+MODEL_FOLDER = "aniportrait"
+TEMPLATE_FOLDER = "aniportrait_pose_templates"
+#: the largest video size any node accepts (the sampler's limit; stage 1 follows it)
+MAX_SIZE = 2048
+MIN_SIZE = 64
+
+
+# ----------------------------------------------------------------------------- model folders
+
+
+def register_folders() -> None:
+    """Register ``models/aniportrait`` and ``models/aniportrait/pose_templates`` (idempotent)."""
+    known = folder_paths.folder_names_and_paths
+    if MODEL_FOLDER not in known:
+        folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+    if TEMPLATE_FOLDER not in known:
+        folder_paths.add_model_folder_path(TEMPLATE_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER, "pose_templates"))
+
+
+def list_model_files(*extensions: str) -> list[str]:
+    register_folders()
+    names = folder_paths.get_filename_list(MODEL_FOLDER)
+    return [n for n in names if not extensions or n.lower().endswith(extensions)]
+
+
+def list_template_files() -> list[str]:
+    register_folders()
+    return [n for n in folder_paths.get_filename_list(TEMPLATE_FOLDER) if n.lower().endswith(".npy")]
+
+
+def model_folders() -> list[str]:
+    register_folders()
+    return list(folder_paths.get_folder_paths(MODEL_FOLDER))
+
+
+def resolve_model_file(file_name: str, what: str) -> str:
+    """Full path of ``file_name`` in the aniportrait folders; an error naming the folders otherwise."""
+    register_folders()
+    if not file_name:
+        raise weights.CheckpointError(f"no {what} file selected. Put it in one of: {', '.join(model_folders())} and refresh the node list.")
+    path = folder_paths.get_full_path(MODEL_FOLDER, file_name)
+    return path if path is not None else str(weights.find_model_file(file_name, model_folders(), what))
+
+
+def resolve_template_file(file_name: str) -> str:
+    register_folders()
+    path = folder_paths.get_full_path(TEMPLATE_FOLDER, file_name) if file_name else None
+    if path is None:
+        raise ValueError(f"pose template '{file_name}' was not found. Searched: {', '.join(folder_paths.get_folder_paths(TEMPLATE_FOLDER))}")
+    return path
+
+
+def first_missing_file(files: dict[str, tuple[str, str]]) -> str | bool:
+    """For ``validate_inputs``: ``files`` maps input name -> (file name, label). The error text for the
+    FIRST input whose file is missing (so each problem is reported once, on its own input), else True."""
+    for file_name, what in files.values():
+        try:
+            resolve_model_file(file_name, what)
+        except weights.CheckpointError as exc:
+            return str(exc)
+    return True
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def image_batch_to_uint8(images: torch.Tensor, what: str) -> np.ndarray:
+    """core IMAGE ``(N, H, W, C)`` float 0..1 -> uint8 ``(N, H, W, 3)`` (the pack's one image policy)."""
+    return imaging.frames_to_uint8(images, what)
+
+
+def uint8_to_image_batch(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` -> core IMAGE on ComfyUI's intermediate device."""
+    return imaging.uint8_to_float(frames, mm.intermediate_device())
+
+
+def first_image_uint8(images: torch.Tensor, what: str) -> tuple[np.ndarray, str | None]:
+    """The first image of a core IMAGE batch as uint8 ``(H, W, 3)``, and a note when more were given."""
+    first, note = imaging.first_image(images, what)
+    return imaging.frames_to_uint8(first, what)[0], note
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def patcher_for(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
+    """Wrap a module (moved to the offload device) so ComfyUI's VRAM manager loads/offloads it."""
+    module.to(mm.unet_offload_device())
+    return comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def load_for_inference(*patchers: comfy.model_patcher.ModelPatcher, memory_required: int = 0) -> torch.device:
+    """Move the models to the compute device (freeing others' VRAM as needed); return that device."""
+    # force_full_load: these are plain torch layers, not comfy.ops ones that can run partially offloaded
+    mm.load_models_gpu(list(patchers), memory_required=memory_required, force_full_load=True)
+    return patchers[0].load_device
+
+
+def offload_device() -> torch.device:
+    return mm.unet_offload_device()
+
+
+def pick_weight_dtype(choice: torch.dtype | None) -> torch.dtype:
+    """``choice``, or ComfyUI's for this device (fp16/bf16 on CUDA, fp32 on CPU) when None.
+
+    Launch flags such as ``--fp8_e4m3fn-unet`` or ``--fp64-unet`` can make ComfyUI answer fp8/fp64,
+    which plain torch layers cannot run; those fall back to fp16 (where supported) or fp32.
+    """
+    if choice is not None:
+        return choice
+    dtype = mm.unet_dtype(supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        dtype = torch.float16 if mm.should_use_fp16() else torch.float32
+    return dtype
+
+
+def to_output_device(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(mm.intermediate_device())
+
+
+# ----------------------------------------------------------------------------- progress, cancel, previews
+
+#: the library's one callback signature: ``progress(done, total, preview_latent=None)``
+Progress = Callable[..., None]
+
+
+def progress(total: int, with_previews: bool = False) -> Progress:
+    """A library progress callback driving ComfyUI's progress bar; every call is also a cancel point.
+
+    With ``with_previews`` a ``(1, 4, h, w)`` SD1.5 latent passed as the third argument is shown as
+    the node's preview through core's latent previewer (when previews are on).
+    """
+    bar = comfy.utils.ProgressBar(total)
+    previewer = _latent_previewer() if with_previews else None
+
+    def update(done: int, total_now: int | None = None, preview_latent: torch.Tensor | None = None) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        preview = None
+        if previewer is not None and preview_latent is not None:
+            preview = previewer.decode_latent_to_preview_image("JPEG", preview_latent)
+        bar.update_absolute(done, total_now, preview)
+
+    return update
+
+
+def _latent_previewer():
+    """Core's latent previewer for SD1.5 latents on the compute device (None when previews are off)."""
+    try:
+        import latent_preview
+        from comfy import latent_formats
+
+        return latent_preview.get_previewer(mm.get_torch_device(), latent_formats.SD15())
+    except Exception:  # previews are a nicety; never fail work over them
+        log.debug("AniPortrait: no latent previewer", exc_info=True)
+        return None
+
+
+def interrupt_check() -> None:
+    mm.throw_exception_if_processing_interrupted()
+
+
+# ----------------------------------------------------------------------------- what the user sees
+
+
+def output(*values: Any, notes: list[str | None] | tuple = ()) -> io.NodeOutput:
+    """``io.NodeOutput(*values)`` with the non-empty notes shown as the node's text and logged."""
+    text = [n for n in notes if n]
+    for line in text:
+        log.info("AniPortrait: %s", line)
+    return io.NodeOutput(*values, ui=ui.PreviewText("\n".join(text)) if text else None)
+
+
+def user_errors(execute: Callable) -> Callable:
+    """Decorator for ``execute``: errors meant for the user reach ComfyUI as a plain ``ValueError``.
+
+    ComfyUI shows an exception's module path as its type; for the pack's own classes that is the
+    install path (``custom_nodes.x.aniportrait_lib...NoFaceError``). The message is kept as is.
+    """
+
+    @functools.wraps(execute)
+    def wrapper(*args, **kwargs):
+        try:
+            return execute(*args, **kwargs)
+        except (ValueError, weights.CheckpointError) as exc:
+            if type(exc) in (ValueError,):
+                raise
+            raise ValueError(str(exc)) from exc
+
+    return wrapper

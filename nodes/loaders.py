@@ -1,0 +1,126 @@
+"""Loader nodes: model files and pose templates from ComfyUI's model folders.
+
+A file that is missing is reported by ComfyUI's own combo check, on the input that names it; a file
+that is present but wrong gets the loader's error naming the file, the folder and the first bad keys.
+"""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..aniportrait_lib import data, weights
+from ..aniportrait_lib.audio import models as audio_models
+from ..aniportrait_lib.face import landmarker
+from ..aniportrait_lib.video import loading
+from . import comfy_adapter as comfy
+from . import sockets
+
+WEIGHT_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+CHECKPOINT_EXTENSIONS = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
+LMK2VIDEO_FILES = {  # input name -> (role in loading.RELEASED_FILES, label)
+    "reference_unet_name": ("reference_unet", "ReferenceNet (reference_unet.pth)"),
+    "denoising_unet_name": ("denoising_unet", "denoising UNet (denoising_unet.pth)"),
+    "motion_module_name": ("motion_module", "motion module (motion_module.pth)"),
+    "pose_guider_name": ("pose_guider", "PoseGuider (pose_guider.pth)"),
+}
+
+
+def _file_input(name: str, default: str, tooltip: str, extensions=CHECKPOINT_EXTENSIONS) -> io.Combo.Input:
+    return io.Combo.Input(name, options=comfy.list_model_files(*extensions), default=default,
+                          tooltip=f"{tooltip} Put it in ComfyUI/models/aniportrait and press R to refresh.")
+
+
+class LoadAudioModels(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitLoadAudioModels",
+            display_name="AniPortrait Load Audio Models",
+            category=f"{comfy.CATEGORY}/loaders",
+            description="Loads the released audio2mesh.pt and audio2pose.pt (each carries its own fine-tuned wav2vec2) from models/aniportrait.",
+            inputs=[
+                _file_input("audio2mesh_name", "audio2mesh.pt", "Audio2Mesh checkpoint (released file: audio2mesh.pt)."),
+                _file_input("audio2pose_name", "audio2pose.pt", "Audio2Pose checkpoint (released file: audio2pose.pt)."),
+            ],
+            outputs=[sockets.Audio2MeshModel.Output("audio2mesh"), sockets.Audio2PoseModel.Output("audio2pose")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, audio2mesh_name, audio2pose_name) -> io.NodeOutput:
+        mesh_path = comfy.resolve_model_file(audio2mesh_name, "Audio2Mesh")
+        pose_path = comfy.resolve_model_file(audio2pose_name, "Audio2Pose")
+        mesh = audio_models.load_audio2mesh(weights.read_state_dict(mesh_path), mesh_path)
+        pose = audio_models.load_audio2pose(weights.read_state_dict(pose_path), pose_path)
+        # fp32 on purpose: the original never casts the audio models (reference quirk 9)
+        return io.NodeOutput(comfy.patcher_for(mesh), comfy.patcher_for(pose))
+
+
+class LoadFaceLandmarker(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitLoadFaceLandmarker",
+            display_name="AniPortrait Load Face Landmarker",
+            category=f"{comfy.CATEGORY}/loaders",
+            description=f"MediaPipe Face Landmarker model ({landmarker.MODEL_FILE_NAME}) from models/aniportrait. Download: {landmarker.MODEL_URL}",
+            inputs=[_file_input("model_name", landmarker.MODEL_FILE_NAME, f"face_landmarker.task, download from {landmarker.MODEL_URL}.", (".task",))],
+            outputs=[sockets.FaceLandmarkerModel.Output("face_landmarker")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, model_name) -> io.NodeOutput:
+        path = comfy.resolve_model_file(model_name, "MediaPipe Face Landmarker (face_landmarker.task)")
+        return io.NodeOutput(landmarker.get_landmarker(path))
+
+
+class LoadLmk2VideoModels(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        inputs = [_file_input(name, loading.RELEASED_FILES[role], f"{label}: released AniPortrait weights, loaded unchanged.")
+                  for name, (role, label) in LMK2VIDEO_FILES.items()]
+        inputs.append(io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="auto",
+                                     tooltip="auto = ComfyUI's choice for your device (fp16/bf16 on GPU, fp32 on CPU)."))
+        return io.Schema(
+            node_id="AniPortraitLoadLmk2VideoModels",
+            display_name="AniPortrait Load Lmk2Video Models",
+            category=f"{comfy.CATEGORY}/loaders",
+            description="Loads ReferenceNet, the denoising UNet + motion module and the PoseGuider (strict key checks). Nothing goes to the GPU until sampling.",
+            inputs=inputs,
+            outputs=[sockets.Lmk2VideoModels.Output("lmk2video_models")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, reference_unet_name, denoising_unet_name, motion_module_name, pose_guider_name, weight_dtype) -> io.NodeOutput:
+        chosen = dict(reference_unet_name=reference_unet_name, denoising_unet_name=denoising_unet_name,
+                      motion_module_name=motion_module_name, pose_guider_name=pose_guider_name)
+        files = {role: comfy.resolve_model_file(chosen[name], label) for name, (role, label) in LMK2VIDEO_FILES.items()}
+        dtype = comfy.pick_weight_dtype(WEIGHT_DTYPES[weight_dtype])
+        models = loading.load_lmk2video_models(files, device=comfy.offload_device(), dtype=dtype)
+        models.handles = tuple(comfy.patcher_for(m) for m in (models.reference_unet, models.video_unet, models.pose_guider))
+        return comfy.output(models, notes=[f"Lmk2Video models loaded in {str(dtype).removeprefix('torch.')}"])
+
+
+class LoadPoseTemplate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitLoadPoseTemplate",
+            display_name="AniPortrait Load Pose Template",
+            category=f"{comfy.CATEGORY}/loaders",
+            description="Loads a pose template .npy (e.g. the original's pose_temp.npy) from models/aniportrait/pose_templates.",
+            inputs=[io.Combo.Input("template_name", options=comfy.list_template_files(),
+                                   tooltip=f"A .npy in ComfyUI/models/aniportrait/pose_templates: {data.TEMPLATE_HELP}.")],
+            outputs=[sockets.PoseTemplate.Output("pose_template")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, template_name) -> io.NodeOutput:
+        template = data.load_pose_template(comfy.resolve_template_file(template_name))
+        return comfy.output(template, notes=[f"{template.num_frames} poses ({template.num_frames / template.fps:.1f} s)"])
+
+
+NODES = [LoadAudioModels, LoadFaceLandmarker, LoadLmk2VideoModels, LoadPoseTemplate]

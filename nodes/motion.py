@@ -1,0 +1,101 @@
+"""Motion nodes: give a motion a template's head poses, save templates, project and draw a motion."""
+from __future__ import annotations
+
+import os
+
+from comfy_api.latest import io
+
+import folder_paths
+
+from ..aniportrait_lib import data
+from ..aniportrait_lib import motion as motion_steps
+from ..aniportrait_lib.face import analysis, renderer
+from . import comfy_adapter as comfy
+from . import sockets
+
+
+class ApplyPoseTemplate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitApplyPoseTemplate",
+            display_name="AniPortrait Apply Pose Template",
+            category=comfy.CATEGORY,
+            description="Replaces the head poses of a motion by a template, looped back and forth to the clip's length (no halving, no smoothing, as the original).",
+            inputs=[sockets.Motion.Input("motion"), sockets.PoseTemplate.Input("pose_template")],
+            outputs=[sockets.Motion.Output("posed_motion", display_name="motion")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, motion, pose_template) -> io.NodeOutput:
+        return io.NodeOutput(motion_steps.apply_pose_template(motion, pose_template))
+
+
+class SavePoseTemplate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitSavePoseTemplate",
+            display_name="AniPortrait Save Pose Template",
+            category=comfy.CATEGORY,
+            description="Saves a pose template as .npy in the output folder, never over an existing file "
+                        "(copy it to models/aniportrait/pose_templates to load it again).",
+            inputs=[sockets.PoseTemplate.Input("pose_template"), io.String.Input("filename_prefix", default="aniportrait/pose_template")],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, pose_template, filename_prefix) -> io.NodeOutput:
+        folder, name, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory())
+        path = data.save_pose_template(pose_template, os.path.join(folder, f"{name}_{counter:05}.npy"))
+        return comfy.output(notes=[f"{pose_template.num_frames} poses saved to {path}"])
+
+
+class ProjectLandmarks(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitProjectLandmarks",
+            display_name="AniPortrait Project Landmarks",
+            category=comfy.CATEGORY,
+            description="Projects the per-frame meshes through the reference head transform and the poses to 2D landmarks (63 deg camera).",
+            inputs=[
+                sockets.Face.Input("face"),
+                sockets.Motion.Input("motion"),
+                io.Int.Input("width", default=512, min=comfy.MIN_SIZE, max=comfy.MAX_SIZE, step=8, tooltip="Video width in pixels (multiple of 8)."),
+                io.Int.Input("height", default=512, min=comfy.MIN_SIZE, max=comfy.MAX_SIZE, step=8, tooltip="Video height in pixels (multiple of 8)."),
+            ],
+            outputs=[sockets.Landmarks.Output("landmarks")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, face, motion, width, height) -> io.NodeOutput:
+        landmarks = motion_steps.project_motion(motion, face, width, height)
+        return comfy.output(landmarks, notes=[analysis.aspect_mismatch_note(face, width, height)])
+
+
+class RenderPoseImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitRenderPoseImages",
+            display_name="AniPortrait Render Pose Images",
+            category=comfy.CATEGORY,
+            description="Draws the lip-coloured landmark images the video model is conditioned on. Channels are stored as the model saw them in training (the original's BGR array), so colours look swapped in previews.",
+            inputs=[sockets.Landmarks.Input("landmarks")],
+            outputs=[io.Image.Output("pose_images")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, landmarks) -> io.NodeOutput:
+        frames = renderer.draw_pose_images(landmarks.points, landmarks.width, landmarks.height,
+                                           progress=comfy.progress(landmarks.num_frames))
+        return io.NodeOutput(comfy.uint8_to_image_batch(frames))
+
+
+NODES = [ApplyPoseTemplate, SavePoseTemplate, ProjectLandmarks, RenderPoseImages]
