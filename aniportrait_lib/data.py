@@ -204,11 +204,11 @@ def load_pose_template(path: str | Path) -> PoseTemplate:
         raise ValueError(f"'{path.name}' is not a .npy file; {TEMPLATE_HELP}.")
     try:
         array = np.load(path, allow_pickle=False)
-    except ValueError as exc:  # object arrays (pickles) or a corrupt header
-        raise ValueError(f"'{path.name}' is not a plain numeric array (it needs pickle or is damaged); {TEMPLATE_HELP}.") from None
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"'{path.name}' could not be read as .npy ({exc.__class__.__name__}); {TEMPLATE_HELP}.") from None
-    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+    except (ValueError, OSError, EOFError):  # object arrays (pickles), a damaged header or truncated data
+        array = None
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"'{path.name}' is not a plain numeric array (it needs pickle or is damaged); {TEMPLATE_HELP}.")
+    if not np.issubdtype(array.dtype, np.number):
         raise ValueError(f"'{path.name}' does not hold numbers; {TEMPLATE_HELP}.")
     if array.ndim != 2 or array.shape[1] != POSE_SIZE or array.shape[0] < 1:
         raise ValueError(f"'{path.name}' holds an array of shape {array.shape}; {TEMPLATE_HELP}.")

@@ -38,10 +38,10 @@ def _check_float_range(values: np.ndarray, what: str) -> None:
         return
     lo, hi = float(values.min()), float(values.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"the {what} holds NaN or infinite values; check the node that produced it.")
+        raise ValueError(f"the {what} input holds NaN or infinite values; check the node that produced it.")
     if lo < -OVERSHOOT or hi > 1.0 + OVERSHOOT:
         raise ValueError(
-            f"the {what} has pixel values from {lo:.3g} to {hi:.3g}, but images must be floats in 0..1 "
+            f"the {what} input has pixel values from {lo:.3g} to {hi:.3g}, but images must be floats in 0..1 "
             f"(0..255 data must be uint8); fix or rescale the node that produced it."
         )
 
@@ -55,7 +55,7 @@ def _to_rgb_channels(frames: np.ndarray, what: str) -> np.ndarray:
         return np.repeat(frames, 3, axis=-1)
     if channels == 4:
         return frames[..., :3]
-    raise ValueError(f"the {what} has {channels} channels; connect grey, RGB or RGBA images.")
+    raise ValueError(f"the {what} input has {channels} channels; connect grey, RGB or RGBA images.")
 
 
 def _chunk_to_uint8(chunk: np.ndarray, what: str) -> np.ndarray:
@@ -64,7 +64,7 @@ def _chunk_to_uint8(chunk: np.ndarray, what: str) -> np.ndarray:
     if chunk.dtype == np.bool_:
         return chunk.astype(np.uint8) * 255
     if not np.issubdtype(chunk.dtype, np.floating):
-        raise ValueError(f"the {what} has pixel type {chunk.dtype}; use uint8 (0..255) or float (0..1).")
+        raise ValueError(f"the {what} input has pixel type {chunk.dtype}; use uint8 (0..255) or float (0..1).")
     _check_float_range(chunk, what)
     return np.clip(np.round(chunk.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
 

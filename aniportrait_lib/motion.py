@@ -40,7 +40,7 @@ def project_motion(motion: Motion, face: Face, width: int, height: int) -> Landm
     return Landmarks(points, width, height, motion.fps)
 
 
-def relative_to_reference(meshes: np.ndarray, transforms: np.ndarray, reference: Face, fps: float) -> Motion:
+def relative_to_reference(meshes: np.ndarray, transforms: np.ndarray, ref_transform: np.ndarray, fps: float) -> Motion:
     """Absolute per-frame camera transforms -> a motion relative to ``reference`` that projects the same.
 
     The reference transform ``L | t_ref`` carries MediaPipe's scale (``L = s R``, s ~ 1) while the
@@ -51,11 +51,12 @@ def relative_to_reference(meshes: np.ndarray, transforms: np.ndarray, reference:
     Args:
         meshes: ``(T, N, 3)`` cm canonical meshes.
         transforms: ``(T, 4, 4)`` canonical -> camera transforms.
-        reference: the face the motion is relative to.
+        ref_transform: ``(4, 4)`` transform of the reference face the motion is relative to.
         fps: frame rate.
     """
     transforms = np.asarray(transforms, dtype=np.float64)
-    linear_inv = np.linalg.inv(reference.transform[:3, :3])
+    ref_transform = np.asarray(ref_transform, dtype=np.float64)
+    linear_inv = np.linalg.inv(ref_transform[:3, :3])
     out_meshes = np.empty_like(np.asarray(meshes, dtype=np.float64))
     poses = np.empty((transforms.shape[0], 6))
     for t, matrix in enumerate(transforms):
@@ -65,6 +66,6 @@ def relative_to_reference(meshes: np.ndarray, transforms: np.ndarray, reference:
         out_meshes[t] = np.asarray(meshes[t], dtype=np.float64) @ stretch.T
         relative = np.eye(4)
         relative[:3, :3] = rotation
-        relative[:3, 3] = linear_inv @ (matrix[:3, 3] - reference.transform[:3, 3])
+        relative[:3, 3] = linear_inv @ (matrix[:3, 3] - ref_transform[:3, 3])
         poses[t, :3], poses[t, 3:] = pose_math.matrix_to_euler(relative)
     return Motion(out_meshes, poses, fps)

@@ -50,7 +50,7 @@ class SavePoseTemplate(io.ComfyNode):
     @comfy.user_errors
     def execute(cls, pose_template, filename_prefix) -> io.NodeOutput:
         folder, name, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory())
-        path = data.save_pose_template(pose_template, os.path.join(folder, f"{name}_{counter:05}.npy"))
+        path = data.save_pose_template(pose_template, os.path.join(folder, f"{name}_{counter:05}_.npy"))  # core's counter pattern
         return comfy.output(notes=[f"{pose_template.num_frames} poses saved to {path}"])
 
 

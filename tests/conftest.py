@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the reference goldens live, tiny-model helpers."""
+"""Shared test fixtures: where the reference goldens live, golden tolerances, the e2e server and how to read its reports."""
 from __future__ import annotations
 
 import json
@@ -67,6 +67,32 @@ def shared_assets_dir() -> Path:
     return reference_dir().parent / "assets"
 
 
+# ----------------------------------------------------------------------------- e2e: what ComfyUI reports
+
+
+def node_text(history: dict, node: str) -> str:
+    """The UI text (``ui.text``) a node showed in a finished prompt, lines joined."""
+    return "\n".join(history["outputs"].get(node, {}).get("text", []))
+
+
+def assert_rejected_once_on(body: dict, node: str, input_name: str, value: str) -> None:
+    """A rejected prompt reports exactly one problem: ComfyUI's combo check on ``node``'s ``input_name``."""
+    node_errors = body["node_errors"]
+    assert list(node_errors) == [node], f"errors on nodes {list(node_errors)}, expected only {node}"
+    errors = node_errors[node]["errors"]
+    assert len(errors) == 1, f"{len(errors)} errors reported for node {node}: {errors}"
+    assert errors[0]["type"] == "value_not_in_list"
+    assert errors[0]["extra_info"]["input_name"] == input_name
+    assert errors[0]["extra_info"]["received_value"] == value
+
+
+def assert_plain_user_error(err: dict) -> None:
+    """The pack's errors reach ComfyUI as a plain ValueError whose text shows no install path."""
+    assert err["exception_type"] == "ValueError", err["exception_type"]
+    msg = err["exception_message"]
+    assert str(REPO_ROOT) not in msg and "custom_nodes" not in msg and "aniportrait_lib" not in msg, msg
+
+
 @pytest.fixture(scope="session")
 def face_landmarker_path() -> Path:
     p = shared_assets_dir() / "face_landmarker.task"
@@ -119,3 +145,49 @@ def stage2_models(server):
     random_weights.save_sd_vae(server.models_dir / "vae" / "sd-vae-ft-mse.safetensors")
     random_weights.save_clip_vision_vitl(server.models_dir / "clip_vision" / "sd-image-variations-image-encoder.safetensors")
     return server
+
+
+# ----------------------------------------------------------------------------- in-process ComfyUI (tests/nodes)
+# The vendored ComfyUI's own modules imported into this process, the pack imported the way ComfyUI
+# imports a custom node, each node's ``execute`` called with real ComfyUI types.
+
+
+def _import_comfyui(models_dir: Path, output_dir: Path) -> None:
+    import sys
+
+    from comfy_server import comfy_dir
+
+    root = comfy_dir() / "ComfyUI"
+    assert (root / "comfy").is_dir(), f"the vendored ComfyUI is not installed at {root}; run scripts/setup_env.sh"
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from comfy.cli_args import args  # not parsed from sys.argv: pytest's arguments are not ComfyUI's
+
+    args.cpu = True  # the in-process tests run where the CI runs: on the CPU
+    import folder_paths
+
+    folder_paths.models_dir = str(models_dir)
+    folder_paths.set_output_directory(str(output_dir))
+    for kind in ("vae", "clip_vision"):
+        folder_paths.add_model_folder_path(kind, str(models_dir / kind), is_default=True)
+
+
+@pytest.fixture(scope="session")
+def pack(tmp_path_factory):
+    import importlib.util
+    import sys
+
+    """The pack as ComfyUI imports it (package name ``aniportrait_pack``), over a temporary models folder."""
+    work = tmp_path_factory.mktemp("comfy_inprocess")
+    (work / "models" / "aniportrait" / "pose_templates").mkdir(parents=True)
+    (work / "output").mkdir()
+    _import_comfyui(work / "models", work / "output")
+    spec = importlib.util.spec_from_file_location("aniportrait_pack", REPO_ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(REPO_ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["aniportrait_pack"] = module
+    spec.loader.exec_module(module)
+    import aniportrait_pack.nodes  # noqa: F401  (registers the model folders)
+
+    module.work_dir = work
+    return module

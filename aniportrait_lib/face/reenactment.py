@@ -188,4 +188,4 @@ def reenact(
     rendered like an audio-driven one.
     """
     result = retarget(source_faces, reference, smoothing_window)
-    return relative_to_reference(result.meshes, result.transforms, reference, fps)
+    return relative_to_reference(result.meshes, result.transforms, reference.transform, fps)

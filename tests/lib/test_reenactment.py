@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aniportrait_lib.face import pose_math, reenactment
-from aniportrait_lib.face.landmarker import FaceLandmarker, ReferenceFace
-from aniportrait_lib.face.renderer import draw_pose_image
+from aniportrait_lib.data import Face
+from aniportrait_lib.face import pose_math, reenactment, tracking
+from aniportrait_lib.face.landmarker import FaceLandmarker
+from aniportrait_lib.face.renderer import draw_pose_image, draw_pose_images
+from aniportrait_lib.motion import relative_to_reference
 
 from conftest import load_case, report
 
@@ -57,6 +59,22 @@ def _golden_pose_pngs(folder) -> list[np.ndarray]:
     return [np.asarray(Image.open(p).convert("RGB"))[..., ::-1] for p in sorted((folder / "pose").glob("*_rgb.png"))]
 
 
+def _as_motion(r: reenactment.Reenactment, ref_t: np.ndarray):
+    return relative_to_reference(r.meshes, r.transforms, ref_t, 30.0)
+
+
+def _project_like_original(r, ref_t, w, h) -> np.ndarray:
+    """The retargeted result as a Motion relative to the reference, projected at the SOURCE size (as the original)."""
+    motion = _as_motion(r, ref_t)
+    return pose_math.project_points(motion.meshes, ref_t, motion.poses, h, w)
+
+
+def _render_like_original(r, ref_t, w, h, ow, oh) -> np.ndarray:
+    """The original's vid2vid pose images: drawn at the source size, then cv2-resized to the output size."""
+    frames = draw_pose_images(_project_like_original(r, ref_t, w, h), w, h)
+    return np.stack([cv2.resize(f, (ow, oh), interpolation=cv2.INTER_LINEAR) for f in frames])
+
+
 # ---------------------------------------------------------------- (a) maths from the golden arrays
 @golden
 def test_retarget_maths_from_golden_arrays():
@@ -82,22 +100,24 @@ def test_retarget_maths_from_golden_arrays():
 
     w, h = _frame_size(folder, case)
     want = np.load(folder / "projected_vertices.npy")
-    report("vid2vid projected_vertices (px)", float(np.abs(reenactment.project_reenactment(r, w, h) - want).max()), px_tol)
-    direct = reenactment.project_points_with_transforms(
-        np.load(folder / "verts_retarget.npy"), np.load(folder / "pose_mat_smooth.npy"), h, w)
-    report("vid2vid project_points_with_transforms on golden inputs (px)", float(np.abs(direct - want).max()), px_tol)
+    # through the Motion relative to the reference (the one pose representation), as every node projects it
+    report("vid2vid projected_vertices via Motion (px)", float(np.abs(_project_like_original(r, ref_t, w, h) - want).max()), px_tol)
 
 
-def test_projection_core_is_shared():
-    """project_points == project_points_with_transforms with T_ref @ M(pose) (same core, bit-identical)."""
+def test_relative_motion_reproduces_absolute_transforms():
+    """A scaled, rotated reference transform: T_ref @ M(pose_t) @ S_t v == R_t v + t_t for every frame."""
     rng = np.random.default_rng(0)
     meshes = rng.normal(size=(4, 468, 3)) * 5
-    ref = np.eye(4)
-    ref[:3, 3] = [0.5, -1.0, -45.0]
-    poses = rng.normal(size=(4, 6)) * [8, 8, 8, 1, 1, 1]
-    a = pose_math.project_points(meshes, ref, poses, 300, 240)
-    b = reenactment.project_points_with_transforms(meshes, ref @ pose_math.poses_to_matrices(poses), 300, 240)
-    assert np.array_equal(a, b)
+    absolute = pose_math.poses_to_matrices(rng.normal(size=(4, 6)) * [8, 8, 8, 1, 1, 1] + [0, 0, 0, 0, 0, -40])
+    ref = pose_math.poses_to_matrices(np.array([[5.0, -10.0, 3.0, 0.5, -1.0, -45.0]]))[0]
+    ref[:3, :3] *= 0.97  # MediaPipe's transforms carry a scale
+    motion = relative_to_reference(meshes, absolute, ref, 25.0)
+    homog = np.concatenate([meshes, np.ones((4, 468, 1))], axis=2)
+    want = np.einsum("tij,tnj->tni", absolute, homog)[..., :3]
+    full = np.einsum("ij,tjk->tik", ref, pose_math.poses_to_matrices(motion.poses))
+    got = np.einsum("tij,tnj->tni", full, np.concatenate([motion.meshes, np.ones((4, 468, 1))], axis=2))[..., :3]
+    assert float(np.abs(got - want).max()) < 1e-9
+    assert motion.fps == 25.0 and motion.num_frames == 4
 
 
 # ---------------------------------------------------------------- (b) pose images
@@ -107,7 +127,8 @@ def test_pose_images_from_golden_arrays():
     _, _, exact = _same_version_tolerances(case)
     r = reenactment.retarget_arrays(*(np.load(folder / f"{n}.npy") for n in SRC_ARRAYS))
     (w, h), (ow, oh) = _frame_size(folder, case), _output_size(folder, case)
-    frames = reenactment.render_reenactment(r, w, h, ow, oh)
+    ref_t = np.load(folder / "ref_trans_mat.npy")
+    frames = _render_like_original(r, ref_t, w, h, ow, oh)
     assert frames.shape == (r.num_frames, oh, ow, 3) and frames.dtype == np.uint8
 
     for i in case["case_values"]["npy_frames"]:
@@ -123,13 +144,6 @@ def test_pose_images_from_golden_arrays():
         print(f"[golden] vid2vid pose/{i:02d}_rgb.png: {diff} differing pixels")
         assert diff == 0 if exact else diff / want[..., 0].size <= 0.01
         assert int(frames[i].any(-1).sum()) == counts[i]
-
-    # the two-step resize: drawn at the source size, then resized (not drawn at the output size directly)
-    points = reenactment.project_reenactment(r, w, h)
-    direct = draw_pose_image(points[0] * [ow / w, oh / h], ow, oh)
-    assert not np.array_equal(direct, frames[0])
-    two_step = cv2.resize(draw_pose_image(points[0], w, h), (ow, oh), interpolation=cv2.INTER_LINEAR)
-    assert np.array_equal(two_step, frames[0])
 
     ref_pose = draw_pose_image(np.load(folder / "ref_lmks.npy"), ow, oh, normalized=True)
     assert np.array_equal(ref_pose, np.asarray(Image.open(folder / "ref_pose_rgb.png").convert("RGB"))[..., ::-1])
@@ -156,7 +170,7 @@ def extracted(face_landmarker_path):
 def test_full_extraction_cross_version(extracted):
     folder, case, ref, faces, _, _ = extracted
     tol = _other_version_tolerances(case)
-    src = reenactment.faces_until_first_miss(faces)
+    src = tracking.fill_missing(faces, "stop").faces
     assert len(src) == case["case_values"]["N"]
     r = reenactment.retarget(src, ref)
     w, h = _frame_size(folder, case)
@@ -170,34 +184,39 @@ def test_full_extraction_cross_version(extracted):
     want = np.load(folder / "pose_arr_smooth.npy")
     report("vid2vid pose_arr_smooth rotation (deg, other mediapipe)", float(np.abs(r.poses[:, :3] - want[:, :3]).max()), tol["rot"])
     report("vid2vid pose_arr_smooth translation (other mediapipe)", float(np.abs(r.poses[:, 3:] - want[:, 3:]).max()), tol["trans"])
-    projected = reenactment.project_reenactment(r, w, h)
+    projected = _project_like_original(r, ref.transform, w, h)
     err = np.abs(projected - np.load(folder / "projected_vertices.npy"))
     print(f"[golden] vid2vid projected mean abs err {err.mean():.3g} px")
     report("vid2vid projected_vertices (px, other mediapipe)", float(err.max()), tol["px"])
 
     ow, oh = _output_size(folder, case)
-    frames = reenactment.render_reenactment(r, w, h, ow, oh)
+    frames = _render_like_original(r, ref.transform, w, h, ow, oh)
     ratios = [float((f == g).all(-1).mean()) for f, g in zip(frames, _golden_pose_pngs(folder))]
     print(f"[golden] vid2vid pose images (other mediapipe): min {min(ratios) * 100:.3f}% identical pixels")
     assert min(ratios) >= tol["equal"]
 
 
 @golden
-def test_faceless_frame_ends_extraction(extracted):
+def test_faceless_frame_policies_on_real_detections(extracted):
     _, _, _, faces, with_gap, leading_black = extracted
     assert with_gap[1] is None and with_gap[2] is not None
-    kept = reenactment.faces_until_first_miss(with_gap)
-    assert len(kept) == 1 and np.array_equal(kept[0].transform, faces[0].transform)
+    kept = tracking.fill_missing(with_gap, "stop")
+    assert len(kept.faces) == 1 and np.array_equal(kept.faces[0].transform, faces[0].transform)
+    filled = tracking.fill_missing(with_gap, "interpolate")
+    assert len(filled.faces) == 3 and filled.filled == 1
+    np.testing.assert_allclose(filled.faces[1].transform, (with_gap[0].transform + with_gap[2].transform) / 2, atol=1e-12)
     assert leading_black[0] is None
-    with pytest.raises(ValueError, match="first source frame"):
-        reenactment.faces_until_first_miss(leading_black)
+    with pytest.raises(ValueError, match="no face was found in the first frame"):
+        tracking.fill_missing(leading_black, "stop")
+    held = tracking.fill_missing(leading_black, "hold")
+    assert np.array_equal(held.faces[0].transform, leading_black[1].transform)
 
 
 # ---------------------------------------------------------------- (d) errors and small facts
-def _fake_face(rng, size=(240, 300)) -> ReferenceFace:
+def _fake_face(rng, size=(240, 300)) -> Face:
     t = np.eye(4)
     t[:3, 3] = rng.normal(size=3) + [0, 0, -40]
-    return ReferenceFace(landmarks=rng.uniform(size=(478, 3)), mesh_canonical=rng.normal(size=(468, 3)),
+    return Face(landmarks=rng.uniform(size=(478, 3)), mesh_canonical=rng.normal(size=(468, 3)),
                          transform=t, blendshapes=rng.uniform(size=51),
                          blendshape_names=[f"b{i}" for i in range(51)], image_size=size)
 
@@ -224,17 +243,6 @@ def test_neutral_frame_first_on_ties():
     assert reenactment.neutral_frame(bs) == 1
 
 
-def test_faces_until_first_miss():
-    rng = np.random.default_rng(2)
-    a, b, c = (_fake_face(rng) for _ in range(3))
-    assert reenactment.faces_until_first_miss([a, b, None, c]) == [a, b]
-    assert reenactment.faces_until_first_miss([a, b, c]) == [a, b, c]
-    with pytest.raises(ValueError, match="first source frame"):
-        reenactment.faces_until_first_miss([None, a, b])
-    with pytest.raises(ValueError, match="no frames"):
-        reenactment.faces_until_first_miss([])
-
-
 def test_shape_errors():
     rng = np.random.default_rng(3)
     t = np.tile(np.eye(4), (4, 1, 1))
@@ -255,18 +263,10 @@ def test_shape_errors():
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         reenactment.retarget_arrays(t, bad, bs, ref_m, ref_t)
-    with pytest.raises(ValueError, match="one per frame"):
-        reenactment.project_points_with_transforms(m, t[:3], 300, 240)
-    with pytest.raises(ValueError, match=r"\(T, 4, 4\)"):
-        reenactment.project_points_with_transforms(m, t[:, :3], 300, 240)
-    with pytest.raises(ValueError, match=r"\(T, N, 3\)"):
-        reenactment.project_points_with_transforms(m[0], t, 300, 240)
     with pytest.raises(ValueError, match="blendshapes"):
         reenactment.neutral_frame(np.zeros((0, 51)))
     with pytest.raises(ValueError, match="same size"):
         reenactment.retarget([_fake_face(rng), _fake_face(rng, (100, 100))], _fake_face(rng))
     with pytest.raises(ValueError, match="no source faces"):
         reenactment.retarget([], _fake_face(rng))
-    r = reenactment.retarget_arrays(t, m, bs, ref_m, ref_t)
-    with pytest.raises(ValueError, match="output size"):
-        reenactment.render_reenactment(r, 240, 300, 0, 512)
+
