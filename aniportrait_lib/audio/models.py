@@ -85,6 +85,38 @@ class Audio2Mesh(nn.Module):
         return self.out_fn(self.in_fn(hidden))
 
 
+@dataclass
+class _DecodeState:
+    """What the KV-cached Audio2Pose decoder keeps between frames.
+
+    ``k_cache``/``v_cache``: ``(layers, B, heads, T, head_dim)`` self-attention keys/values so far;
+    ``cross``: per layer ``(B, T, d)`` cross-attention outputs (pose step i attends to audio frame i only,
+    so its cross-attention does not depend on the query: ``out_proj(W_v m_i + b_v)``, precomputed);
+    ``slopes`` ``(1, heads, 1)`` ALiBi slopes (bias of query i over key j <= i is ``-slope * (i - j)``),
+    ``distance`` ``(T,)`` frame indices.
+    """
+
+    k_cache: torch.Tensor
+    v_cache: torch.Tensor
+    cross: list
+    slopes: torch.Tensor
+    distance: torch.Tensor
+
+    @classmethod
+    def empty(cls, model: "Audio2Pose", memory: torch.Tensor, num_frames: int) -> "_DecodeState":
+        bsz, _, d = memory.shape
+        layers = list(model.transformer_decoder.layers)
+        heads = model.config.num_heads
+        cross = []
+        for layer in layers:
+            mha = layer.multihead_attn
+            cross.append(mha.out_proj(F.linear(memory, mha.in_proj_weight[2 * d :], mha.in_proj_bias[2 * d :])))
+        k_cache = memory.new_zeros(len(layers), bsz, heads, num_frames, d // heads)
+        slopes = alibi_slopes(heads).to(memory.device, memory.dtype).view(1, heads, 1)
+        distance = torch.arange(num_frames, device=memory.device, dtype=memory.dtype)
+        return cls(k_cache, torch.zeros_like(k_cache), cross, slopes, distance)
+
+
 class Audio2Pose(nn.Module):
     """Audio -> head pose sequence, autoregressive. Keys as the release (``PPE.pe``, ``transformer_decoder.layers.N``...)."""
 
@@ -129,49 +161,13 @@ class Audio2Pose(nn.Module):
             raise ValueError(f"Audio2Pose decodes 1..{cfg.max_frames} frames per chunk, got {num_frames}")
         memory = self.encode_audio(input_values, num_frames)  # (B, T, d)
         bsz, _, d = memory.shape
-        device, dtype = memory.device, memory.dtype
-        ids = torch.as_tensor(style_id, device=device, dtype=torch.long).reshape(-1).expand(bsz)
-        if ((ids < 0) | (ids >= cfg.num_ids)).any():
-            raise ValueError(f"style id must be in 0..{cfg.num_ids - 1}, got {ids.tolist()}")
-        style = self.id_embed(ids)  # (B, d)
-        pe = self.PPE.pe[0, :num_frames].to(dtype)  # (T, d)
-        heads = cfg.num_heads
-        head_dim = d // heads
-        scale = 1.0 / math.sqrt(head_dim)
-        # ALiBi bias for query i over keys j <= i is -slope_h * (i - j)
-        slopes = alibi_slopes(heads).to(device, dtype).view(1, heads, 1)
-        distance = torch.arange(num_frames, device=device, dtype=dtype)
-
-        layers = list(self.transformer_decoder.layers)
-        # Pose step i attends to audio frame i only, so its cross-attention output does not depend on
-        # the query: out_proj(W_v m_i + b_v). Precompute it for every frame and layer.
-        cross = []
-        for layer in layers:
-            mha = layer.multihead_attn
-            w_v = mha.in_proj_weight[2 * d :]
-            b_v = mha.in_proj_bias[2 * d :]
-            cross.append(mha.out_proj(F.linear(memory, w_v, b_v)))  # (B, T, d)
-        k_cache = memory.new_zeros(len(layers), bsz, heads, num_frames, head_dim)
-        v_cache = torch.zeros_like(k_cache)
-
+        style = self._style_embedding(style_id, bsz, memory.device)  # (B, d)
+        pe = self.PPE.pe[0, :num_frames].to(memory.dtype)  # (T, d)
+        state = _DecodeState.empty(self, memory, num_frames)
         token = self.pose_map(memory.new_zeros(bsz, cfg.out_dim)) + pe[0] + style  # (B, d)
         outputs = []
         for i in range(num_frames):
-            x = token
-            bias = -slopes * (i - distance[: i + 1]).view(1, 1, -1)  # (1, H, i+1)
-            for li, layer in enumerate(layers):
-                sa = layer.self_attn
-                q, k, v = F.linear(x, sa.in_proj_weight, sa.in_proj_bias).view(bsz, 3, heads, head_dim).unbind(1)
-                k_cache[li, :, :, i] = k
-                v_cache[li, :, :, i] = v
-                keys = k_cache[li, :, :, : i + 1]  # (B, H, i+1, hd)
-                scores = torch.einsum("bhd,bhjd->bhj", q * scale, keys) + bias
-                attn = torch.softmax(scores, dim=-1)
-                ctx = torch.einsum("bhj,bhjd->bhd", attn, v_cache[li, :, :, : i + 1]).reshape(bsz, d)
-                x = layer.norm1(x + sa.out_proj(ctx))
-                x = layer.norm2(x + cross[li][:, i])
-                x = layer.norm3(x + layer.linear2(F.relu(layer.linear1(x))))
-            pose = self.pose_map_r(x)  # (B, 6)
+            pose = self.pose_map_r(self._decode_step(token, i, state))  # (B, 6)
             outputs.append(pose)
             if on_frame is not None:
                 on_frame(i + 1)
@@ -179,6 +175,30 @@ class Audio2Pose(nn.Module):
                 token = self.pose_map(pose) + pe[i + 1] + style
         return torch.stack(outputs, dim=1)
 
+    def _style_embedding(self, style_id: int | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+        ids = torch.as_tensor(style_id, device=device, dtype=torch.long).reshape(-1).expand(batch)
+        if ((ids < 0) | (ids >= self.config.num_ids)).any():
+            raise ValueError(f"style id must be in 0..{self.config.num_ids - 1}, got {ids.tolist()}")
+        return self.id_embed(ids)
+
+    def _decode_step(self, x: torch.Tensor, i: int, state: "_DecodeState") -> torch.Tensor:
+        """Frame ``i`` through every decoder layer (post-norm, as ``nn.TransformerDecoderLayer``): ``(B, d)``."""
+        bsz, d = x.shape
+        heads, head_dim = state.k_cache.shape[2], state.k_cache.shape[4]
+        bias = -state.slopes * (i - state.distance[: i + 1]).view(1, 1, -1)  # (1, H, i+1)
+        for li, layer in enumerate(self.transformer_decoder.layers):
+            sa = layer.self_attn
+            q, k, v = F.linear(x, sa.in_proj_weight, sa.in_proj_bias).view(bsz, 3, heads, head_dim).unbind(1)
+            state.k_cache[li, :, :, i] = k
+            state.v_cache[li, :, :, i] = v
+            keys = state.k_cache[li, :, :, : i + 1]  # (B, H, i+1, hd)
+            scores = torch.einsum("bhd,bhjd->bhj", q * (1.0 / math.sqrt(head_dim)), keys) + bias
+            attn = torch.softmax(scores, dim=-1)
+            ctx = torch.einsum("bhj,bhjd->bhd", attn, state.v_cache[li, :, :, : i + 1]).reshape(bsz, d)
+            x = layer.norm1(x + sa.out_proj(ctx))
+            x = layer.norm2(x + state.cross[li][:, i])
+            x = layer.norm3(x + layer.linear2(F.relu(layer.linear1(x))))
+        return x
 
     def generate_full_recompute(self, input_values: torch.Tensor, num_frames: int, style_id: int) -> torch.Tensor:
         """The original algorithm: one full ``nn.TransformerDecoder`` pass over the whole prefix per frame.
