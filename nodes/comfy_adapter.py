@@ -78,17 +78,6 @@ def resolve_template_file(file_name: str) -> str:
     return path
 
 
-def first_missing_file(files: dict[str, tuple[str, str]]) -> str | bool:
-    """For ``validate_inputs``: ``files`` maps input name -> (file name, label). The error text for the
-    FIRST input whose file is missing (so each problem is reported once, on its own input), else True."""
-    for file_name, what in files.values():
-        try:
-            resolve_model_file(file_name, what)
-        except weights.CheckpointError as exc:
-            return str(exc)
-    return True
-
-
 # ----------------------------------------------------------------------------- images
 
 

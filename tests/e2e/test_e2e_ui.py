@@ -1,10 +1,19 @@
-"""The UI-format workflows load in ComfyUI's real web frontend (headless Chromium) and turn back into their API twins."""
+"""The UI-format workflows of workflows/ in ComfyUI's real web frontend (headless Chromium).
+
+Each one is listed in the Templates browser with its thumbnail, loads without error, is laid out
+without overlapping nodes (the frontend's own bounding boxes), has only valid widget values, and
+turns back (graphToPrompt) into exactly its API twin of tests/e2e/prompts/, which the other e2e
+tests queue. A screenshot at fit view of each goes to the test's temporary folder, or to docs/
+(the README shows those) with ANIPORTRAIT_UPDATE_DOCS=1.
+"""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
+import requests
 
 from comfy_server import REPO_ROOT, load_workflow
 
@@ -12,44 +21,188 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 KNOWN_HARMLESS_PAGE_ERRORS = ("Cannot read properties of undefined (reading 'id')",)  # offline template fetch
+WORKFLOWS = REPO_ROOT / "workflows"
+NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+VIEWPORT = {"width": 2560, "height": 1100}
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def ui_server(stage2_models):
+    """The e2e server with every model file and example input the workflows name, so each file list is real."""
+    for src in (REPO_ROOT / "example_inputs").iterdir():
+        if src.suffix != ".md" and not (stage2_models.input_dir / src.name).exists():
+            shutil.copyfile(src, stage2_models.input_dir / src.name)
+    return stage2_models
+
+
+@pytest.fixture(scope="module")
+def page(ui_server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        pg = browser.new_page()
+        pg = browser.new_page(viewport=VIEWPORT)
         pg.errors = []
         pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-        pg.goto(server.url + "/", wait_until="networkidle")
-        pg.wait_for_function("() => window.app && window.app.graph && window.LiteGraph")
+        pg.goto(ui_server.url + "/", wait_until="networkidle")
+        pg.wait_for_function("() => window.app && window.app.graph && window.LiteGraph && window.app.canvas")
+        pg.evaluate(_SCREENSHOT_VIEW)
         yield pg
         browser.close()
 
 
-@pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_pose_template", "aniportrait_reenactment"])
-def test_ui_workflow_loads_in_the_editor_and_queues_as_its_api_twin(page, name):
-    ui = json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text())
-    result = page.evaluate(
-        """async (wf) => {
-            await window.app.loadGraphData(wf);
-            const missing = window.app.graph._nodes.filter(n => !window.LiteGraph.registered_node_types[n.type]).map(n => n.type);
-            const prompt = await window.app.graphToPrompt();
-            return {missing, output: prompt.output};
-        }""",
-        ui,
-    )
+@pytest.fixture(scope="module")
+def object_info(ui_server):
+    return ui_server.object_info()
+
+
+@pytest.fixture(scope="module")
+def screenshot_dir(tmp_path_factory):
+    if os.environ.get("ANIPORTRAIT_UPDATE_DOCS") == "1":
+        return REPO_ROOT / "docs"
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def test_workflows_folder_holds_only_ui_workflows_each_with_its_thumbnail():
+    assert NAMES == ["aniportrait_audio2video", "aniportrait_pose_template", "aniportrait_reenactment", "aniportrait_stage1"]
+    for name in NAMES:
+        wf = json.loads((WORKFLOWS / f"{name}.json").read_text())
+        assert "nodes" in wf and "links" in wf and "version" in wf, f"{name}.json is not a UI-format workflow"
+        assert (WORKFLOWS / f"{name}.jpg").is_file(), f"no thumbnail workflows/{name}.jpg"
+    assert not list(WORKFLOWS.glob("*_api.json")), "API prompts live in tests/e2e/prompts/"
+
+
+def test_templates_browser_lists_each_workflow_and_serves_its_thumbnail(ui_server):
+    listed = requests.get(f"{ui_server.url}/workflow_templates", timeout=30).json()
+    packs = [k for k, names in listed.items() if "aniportrait_audio2video" in names]
+    assert len(packs) == 1, listed
+    assert sorted(listed[packs[0]]) == NAMES
+    for name in NAMES:  # the frontend asks for /api/workflow_templates/<pack>/<name>.jpg (mediaSubtype "jpg")
+        r = requests.get(f"{ui_server.url}/api/workflow_templates/{packs[0]}/{name}.jpg", timeout=30)
+        assert r.status_code == 200 and r.content[:3] == b"\xff\xd8\xff", f"thumbnail of {name}: {r.status_code}"
+        r = requests.get(f"{ui_server.url}/api/workflow_templates/{packs[0]}/{name}.json", timeout=30)
+        assert r.status_code == 200 and r.json()["nodes"]
+
+
+# the canvas alone (focus mode: no menus; no minimap, no render info) with text drawn at fit-view zoom
+_SCREENSHOT_VIEW = """async () => {
+    const app = window.app;
+    await app.extensionManager.setting.set("Comfy.Minimap.Visible", false);
+    await app.extensionManager.setting.set("LiteGraph.Canvas.MinFontSizeForLOD", 1);
+    await app.extensionManager.command.execute("Workspace.ToggleFocusMode");
+    app.canvas.show_info = false;
+    const style = document.createElement("style");
+    style.textContent = ".p-buttongroup { display: none !important; }";  // the zoom controls
+    document.head.appendChild(style);
+}"""
+
+_INSPECT = """async (wf) => {
+    const app = window.app, LG = window.LiteGraph;
+    await app.loadGraphData(wf);
+    await new Promise(r => setTimeout(r, 2000));  // image / video previews load and may resize their nodes
+    const graph = app.graph, canvas = app.canvas;
+    const missing = graph._nodes.filter(n => !LG.registered_node_types[n.type]).map(n => n.type);
+    // fit view: every node and group in the window
+    let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+    const grow = (r) => { x0 = Math.min(x0, r[0]); y0 = Math.min(y0, r[1]); x1 = Math.max(x1, r[0] + r[2]); y1 = Math.max(y1, r[1] + r[3]); };
+    canvas.draw(true, true);  // fills the nodes' bounding boxes
+    graph._nodes.forEach(n => grow(n.getBounding()));
+    graph._groups.forEach(g => grow(g._bounding));
+    canvas.ds.fitToBounds([x0 - 20, y0 - 20, x1 - x0 + 40, y1 - y0 + 40], {zoom: 0.97});
+    canvas.setDirty(true, true);
+    canvas.draw(true, true);
+    const el = canvas.canvas.getBoundingClientRect();
+    const [sx0, sy0] = canvas.ds.convertOffsetToCanvas([x0 - 20, y0 - 20]);
+    const [sx1, sy1] = canvas.ds.convertOffsetToCanvas([x1 + 20, y1 + 20]);
+    const clip = {x: Math.max(0, el.x + sx0), y: Math.max(0, el.y + sy0)};
+    clip.width = Math.min(window.innerWidth, el.x + sx1) - clip.x;
+    clip.height = Math.min(window.innerHeight, el.y + sy1) - clip.y;
+    const values = (w) => {
+        let v = w.options && w.options.values;
+        if (typeof v === "function") v = v(w, null);
+        return Array.isArray(v) ? v : null;
+    };
+    const nodes = graph._nodes.map(n => ({
+        id: n.id, type: n.type, title: n.title, bounding: Array.from(n.getBounding()),
+        widgets: (n.widgets || []).filter(w => w.serialize !== false || values(w)).map(w => ({
+            name: w.name, type: w.type, value: (typeof w.value === "object" ? null : w.value),
+            options: values(w), min: w.options ? w.options.min : undefined, max: w.options ? w.options.max : undefined,
+        })),
+    }));
+    const groups = graph._groups.map(g => ({title: g.title, bounding: Array.from(g._bounding)}));
+    const prompt = await app.graphToPrompt();
+    return {missing, nodes, groups, clip, output: prompt.output};
+}"""
+
+
+def _inside(inner, outer) -> bool:
+    return (inner[0] >= outer[0] and inner[1] >= outer[1]
+            and inner[0] + inner[2] <= outer[0] + outer[2] and inner[1] + inner[3] <= outer[1] + outer[3])
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_workflow_is_laid_out_valid_and_queues_as_its_api_twin(page, object_info, screenshot_dir, name):
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    page.errors.clear()
+    result = page.evaluate(_INSPECT, ui)
     assert result["missing"] == []
+    nodes, groups = result["nodes"], result["groups"]
+
+    # layout: no node overlaps another (title bars included); every node is inside one group or none
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            assert not _overlap(a["bounding"], b["bounding"]), f"'{a['title']}' overlaps '{b['title']}'"
+        for g in groups:
+            assert _inside(a["bounding"], g["bounding"]) or not _overlap(a["bounding"], g["bounding"]), \
+                f"'{a['title']}' sticks out of group '{g['title']}'"
+    for i, g in enumerate(groups):
+        for h in groups[i + 1:]:
+            assert not _overlap(g["bounding"], h["bounding"]), f"groups '{g['title']}' and '{h['title']}' overlap"
+    api_nodes = [n for n in nodes if str(n["id"]) in result["output"]]
+    assert all(any(_inside(n["bounding"], g["bounding"]) for g in groups) for n in api_nodes), "a node outside every group"
+    xs = {g["title"]: g["bounding"][0] for g in groups}
+    assert list(xs) == sorted(xs, key=xs.get), "stage groups run left to right"
+    notes = [n for n in nodes if n["type"] in ("Note", "MarkdownNote")]
+    assert len(notes) == 1
+    note = notes[0]["widgets"][0]["value"]
+    for cls, files in {"AniPortraitLoadAudioModels": ["audio2mesh.pt", "audio2pose.pt"],
+                       "AniPortraitLoadFaceLandmarker": ["face_landmarker.task"],
+                       "AniPortraitLoadLmk2VideoModels": ["reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "pose_guider.pth"],
+                       "VAELoader": ["sd-vae-ft-mse.safetensors"],
+                       "CLIPVisionLoader": ["sd-image-variations-image-encoder.safetensors"]}.items():
+        if any(n["type"] == cls for n in nodes):
+            assert all(f in note for f in files), f"the note must name {files}"
+
+    # widget values: combos hold one of their options (the file lists of a server that has every file), numbers in range
+    for n in nodes:
+        for w in n["widgets"]:
+            where = f"{n['title']}.{w['name']} = {w['value']!r}"
+            if w["options"] is not None:
+                assert w["value"] in w["options"], f"{where} not in {w['options'][:10]}"
+            if isinstance(w["value"], (int, float)) and not isinstance(w["value"], bool):
+                assert w["min"] is None or w["value"] >= w["min"], where
+                assert w["max"] is None or w["value"] <= w["max"], where
+    titles = [n["title"] for n in nodes if n["type"] in ("LoadImage", "LoadAudio", "LoadVideo")]
+    assert titles and all("pick" in t for t in titles), f"input nodes must say they are yours to pick: {titles}"
+
+    # graphToPrompt gives exactly the API prompt the e2e tests queue (UI node ids are its keys); the
+    # frontend also sends its preview widgets (LoadAudio's audioUI, LoadVideo's video-preview), which
+    # are no inputs of those nodes and which the server drops
     api = load_workflow(f"{name}_api.json")
-    ids = {key: str(i + 1) for i, key in enumerate(api)}  # the UI file numbers nodes in API order
+    got = result["output"]
+    assert sorted(got, key=int) == sorted(api, key=int)
     for key, node in api.items():
-        got = result["output"][ids[key]]
-        assert got["class_type"] == node["class_type"]
-        for inp, value in node["inputs"].items():
-            want = [ids[value[0]], value[1]] if isinstance(value, list) else value
-            assert got["inputs"].get(inp) == want, f"{node['class_type']}.{inp}: {got['inputs'].get(inp)!r} != {want!r}"
+        assert got[key]["class_type"] == node["class_type"], key
+        schema = object_info[node["class_type"]]["input"]
+        known = {k for part in ("required", "optional") for k in schema.get(part, {})}
+        sent = {k: v for k, v in got[key]["inputs"].items() if k in known}
+        assert sent == node["inputs"], f"{node['class_type']} ({key}): {sent} != {node['inputs']}"
+
+    page.screenshot(path=str(screenshot_dir / f"{name}.png"), clip=result["clip"])
     unexpected = [e for e in page.errors if not e.startswith(KNOWN_HARMLESS_PAGE_ERRORS)]
     assert unexpected == []
