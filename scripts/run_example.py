@@ -1,4 +1,5 @@
-"""Run the example audio-to-video workflow on the vendored ComfyUI and print where the mp4 went.
+"""Run the example audio-to-video prompt (tests/e2e/prompts/aniportrait_audio2video_api.json, the API
+twin of workflows/aniportrait_audio2video.json) on the vendored ComfyUI and print where the mp4 went.
 
 Uses the model files in ``--models`` (default ``~/aniportrait-models``), laid out as
 ``aniportrait/{audio2mesh.pt, audio2pose.pt, face_landmarker.task, reference_unet.pth,
@@ -24,6 +25,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 from comfy_server import execution_error, load_workflow, start_server, stop_server  # noqa: E402
 
 log = logging.getLogger("run_example")
+#: the API-format prompt this script queues (load_workflow reads it from tests/e2e/prompts/)
+PROMPT = "aniportrait_audio2video_api.json"
 REQUIRED = {
     "aniportrait": ["audio2mesh.pt", "audio2pose.pt", "face_landmarker.task", "reference_unet.pth",
                     "denoising_unet.pth", "motion_module.pth", "pose_guider.pth"],
@@ -72,7 +75,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, help="width = height in pixels (default 512; 128 with demo weights)")
     ap.add_argument("--steps", type=int, help="DDIM steps (default 25; 4 with demo weights)")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--port", type=int, default=8288)
+    ap.add_argument("--port", type=int, help="port of the ComfyUI server (default: a free one)")
     ap.add_argument("--no-demo-weights", action="store_true", help="fail instead of using random weights for missing files")
     args = ap.parse_args()
 
@@ -103,12 +106,12 @@ def main() -> None:
         else:
             subprocess.run(["espeak-ng", "-w", str(audio), "Hello! I am a portrait, and now I can talk."], check=True)
 
-        prompt = load_workflow("aniportrait_audio2video_api.json")
+        prompt = load_workflow(PROMPT)
         for node in ("5", "9", "17"):
             prompt[node]["inputs"]["width"] = prompt[node]["inputs"]["height"] = size
         prompt["17"]["inputs"]["steps"] = steps
         prompt["17"]["inputs"]["seed"] = args.seed
-        log.info("running workflows/aniportrait_audio2video_api.json at %dx%d, %d steps on %s", size, size, steps, server.url)
+        log.info("running %s at %dx%d, %d steps on %s", f"tests/e2e/prompts/{PROMPT}", size, size, steps, server.url)
         start = time.time()
         history = server.run(prompt, timeout=6 * 3600)
         err = execution_error(history)

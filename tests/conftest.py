@@ -75,15 +75,22 @@ def node_text(history: dict, node: str) -> str:
     return "\n".join(history["outputs"].get(node, {}).get("text", []))
 
 
-def assert_rejected_once_on(body: dict, node: str, input_name: str, value: str) -> None:
-    """A rejected prompt reports exactly one problem: ComfyUI's combo check on ``node``'s ``input_name``."""
-    node_errors = body["node_errors"]
-    assert list(node_errors) == [node], f"errors on nodes {list(node_errors)}, expected only {node}"
-    errors = node_errors[node]["errors"]
-    assert len(errors) == 1, f"{len(errors)} errors reported for node {node}: {errors}"
-    assert errors[0]["type"] == "value_not_in_list"
-    assert errors[0]["extra_info"]["input_name"] == input_name
-    assert errors[0]["extra_info"]["received_value"] == value
+def assert_missing_file_reported_once(history: dict, node_type: str, inputs: dict[str, str], input_name: str, folder: Path) -> None:
+    """A model file named by ``inputs[input_name]`` that is not there: ONE execution error, from the
+    loader, as a plain ValueError naming that file and ``folder``, and none of the node's other files.
+
+    The vendored ComfyUI (0.3.64) checks combo values only for V1 list-typed inputs, not for V3
+    ``io.Combo`` inputs, so the prompt is accepted and the loader reports the file when it runs.
+    """
+    errors = [data for kind, data in history.get("status", {}).get("messages", []) if kind == "execution_error"]
+    assert len(errors) == 1, f"{len(errors)} execution errors: {errors}"
+    err = errors[0]
+    assert err["node_type"] == node_type, err["node_type"]
+    assert_plain_user_error(err)
+    msg = err["exception_message"]
+    assert f"'{inputs[input_name]}' was not found" in msg and str(folder) in msg, msg
+    others = [value for name, value in inputs.items() if name != input_name and isinstance(value, str) and "." in value]
+    assert not [o for o in others if o in msg], f"the message names other files too: {msg}"
 
 
 def assert_plain_user_error(err: dict) -> None:

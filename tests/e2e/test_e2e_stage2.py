@@ -9,7 +9,8 @@ import wave
 import av
 import pytest
 
-from comfy_server import PromptRejected, execution_error, load_workflow, unique_prefix
+from comfy_server import execution_error, load_workflow, unique_prefix
+from conftest import assert_missing_file_reported_once, assert_plain_user_error
 
 pytestmark = pytest.mark.e2e
 
@@ -59,21 +60,40 @@ def test_audio_to_video_workflow_writes_mp4_with_audio(stage2_models):
     assert frames == expected
 
 
-def test_size_not_multiple_of_8_is_rejected_with_a_clear_message(stage2_models):
-    prompt = _video_prompt(size=(68, 64))
-    with pytest.raises(PromptRejected) as rej:
-        stage2_models.run(prompt)
-    assert "multiples of 8" in json.dumps(rej.value.body)
+def test_size_not_multiple_of_8_is_a_clear_execution_error(stage2_models):
+    prompt = _video_prompt(size=(64, 64))
+    prompt["17"]["inputs"]["width"] = 68  # stage 1 stays valid: the sampler is the one to say it
+    history = stage2_models.run(prompt)
+    err = execution_error(history)
+    assert err is not None and err["node_type"] == "AniPortraitLmk2VideoSampler"
+    assert_plain_user_error(err)
+    msg = err["exception_message"]
+    assert "multiples of 8 (got 68x64)" in msg, msg
     assert stage2_models.alive()
 
 
-def test_missing_stage2_file_names_file_and_folder(stage2_models):
+def test_context_overlap_not_below_context_frames_is_a_clear_execution_error(stage2_models):
     prompt = _video_prompt()
-    prompt["14"]["inputs"]["motion_module_name"] = "mm_missing.pth"
-    with pytest.raises(PromptRejected) as rej:
-        stage2_models.run(prompt)
-    text = json.dumps(rej.value.body)
-    assert "mm_missing.pth" in text and str(stage2_models.models_dir / "aniportrait") in text
+    prompt["17"]["inputs"]["context_frames"] = 4
+    prompt["17"]["inputs"]["context_overlap"] = 4
+    history = stage2_models.run(prompt)
+    err = execution_error(history)
+    assert err is not None and err["node_type"] == "AniPortraitLmk2VideoSampler"
+    assert_plain_user_error(err)
+    assert "context_overlap (4) must be 0 or more and smaller than context_frames (4)" in err["exception_message"]
+    assert stage2_models.alive()
+
+
+# ids without "ui" (as in pose_g-ui-der) so that `-k "not ui"` keeps them
+@pytest.mark.parametrize("input_name", ["reference_unet_name", "denoising_unet_name", "motion_module_name", "pose_guider_name"],
+                         ids=lambda name: name.split("_")[0])
+def test_missing_stage2_file_is_reported_once_naming_file_and_folder(stage2_models, input_name):
+    prompt = _video_prompt()
+    prompt["14"]["inputs"][input_name] = f"missing_{input_name}.pth"
+    history = stage2_models.run(prompt)
+    assert_missing_file_reported_once(history, "AniPortraitLoadLmk2VideoModels", prompt["14"]["inputs"], input_name,
+                                      stage2_models.models_dir / "aniportrait")
+    assert stage2_models.alive()
 
 
 @pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_pose_template", "aniportrait_reenactment"])

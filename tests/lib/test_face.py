@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aniportrait_lib.data import Face
 from aniportrait_lib.face.geometry import (
     load_canonical_model,
     metric_geometry,
@@ -24,9 +25,7 @@ from aniportrait_lib.face.landmarker import (
     MODEL_URL,
     FaceLandmarker,
     NoFaceError,
-    ReferenceFace,
     analyze_face,
-    to_rgb_uint8,
 )
 
 from conftest import load_case
@@ -226,7 +225,7 @@ def test_analysis_matches_golden(face_case, landmarker, cross_version_tol, face_
     face_f = analyze_face(rgb.astype(np.float32) / 255.0, face_landmarker_path)
     np.testing.assert_array_equal(face_f.landmarks, face.landmarks)
     np.testing.assert_array_equal(face_f.mesh_canonical, face.mesh_canonical)
-    again = ReferenceFace.from_dict(json.loads(json.dumps(face.to_dict())))
+    again = Face.from_dict(json.loads(json.dumps(face.to_dict())))
     for name in ("landmarks", "mesh_canonical", "transform", "blendshapes"):
         np.testing.assert_array_equal(getattr(again, name), getattr(face, name))
     assert again.blendshape_names == face.blendshape_names and again.image_size == face.image_size
@@ -268,35 +267,25 @@ def test_no_face_raises(face_case, landmarker, which):
 
 
 @pytest.mark.parametrize(
-    "shape",
-    [(10,), (4, 4, 2), (4, 4, 5), (2, 4, 4, 3), (0, 4, 3)],
+    "shape,message",
+    [
+        ((10,), r"must be one image \(H, W, C\); got shape \(10,\)"),
+        ((4, 4, 2), "has 2 channels"),
+        ((4, 4, 5), "has 5 channels"),
+        ((2, 4, 4, 3), r"must be one image \(H, W, C\); got shape \(2, 4, 4, 3\)"),
+        ((0, 4, 3), "is empty"),
+    ],
 )
-def test_bad_image_shapes(landmarker, shape):
-    with pytest.raises(ValueError, match="shape|empty"):
+def test_bad_image_shapes(landmarker, shape, message):
+    with pytest.raises(ValueError, match=message):
         landmarker.analyze(np.zeros(shape, np.uint8))
 
 
 def test_bad_image_dtype(landmarker):
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(ValueError, match="pixel type int32"):
         landmarker.analyze(np.zeros((8, 8, 3), np.int32))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="NaN or infinite"):
         landmarker.analyze(np.full((8, 8, 3), np.nan, np.float32))
-
-
-def test_image_conversion():
-    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    out = to_rgb_uint8(grey)
-    assert out.shape == (3, 4, 3) and out.dtype == np.uint8
-    np.testing.assert_array_equal(out[..., 1], grey)
-    rgba = np.zeros((3, 4, 4), np.uint8)
-    rgba[..., 3] = 255
-    rgba[..., 0] = 7
-    out = to_rgb_uint8(rgba)
-    assert out.shape == (3, 4, 3) and out[0, 0, 0] == 7
-    f = np.array([[[0.0, 0.5, 1.2], [-0.1, 1 / 255, 0.999]]], np.float32)
-    np.testing.assert_array_equal(to_rgb_uint8(f), [[[0, 128, 255], [0, 1, 255]]])
-    batch1 = np.zeros((1, 5, 6, 3), np.float32)
-    assert to_rgb_uint8(batch1).shape == (5, 6, 3)
 
 
 def test_missing_task_file(tmp_path):
@@ -305,9 +294,9 @@ def test_missing_task_file(tmp_path):
         FaceLandmarker(missing)
     msg = str(info.value)
     assert str(missing) in msg and MODEL_URL in msg and "models/aniportrait" in msg
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"'{missing}' was not found")):
         analyze_face(np.zeros((8, 8, 3), np.uint8), missing)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"'{missing}' was not found")):
         load_canonical_model(missing)
 
 
@@ -334,7 +323,7 @@ def test_invalid_task_file(tmp_path, face_landmarker_path):
         FaceLandmarker(broken)
 
 
-def test_reference_face_validation(face_case):
+def test_face_validation(face_case):
     folder, case = face_case
     good = {
         "landmarks": np.load(folder / "lmks.npy").tolist(),
@@ -344,10 +333,10 @@ def test_reference_face_validation(face_case):
         "blendshape_names": case["bs_names"],
         "image_size": list(_image_wh(case)),
     }
-    face = ReferenceFace.from_dict(good)
+    face = Face.from_dict(good)
     assert face.image_size == _image_wh(case)
     np.testing.assert_allclose(face.landmarks_px()[:, 0], face.landmarks[:, 0] * face.width)
-    with pytest.raises(ValueError, match="landmarks"):
-        ReferenceFace.from_dict({**good, "landmarks": good["landmarks"][:468]})
-    with pytest.raises(ValueError, match="lacks"):
-        ReferenceFace.from_dict({k: v for k, v in good.items() if k != "transform"})
+    with pytest.raises(ValueError, match=re.escape("landmarks must have shape (478, 3), got (468, 3)")):
+        Face.from_dict({**good, "landmarks": good["landmarks"][:468]})
+    with pytest.raises(ValueError, match="face data lacks transform"):
+        Face.from_dict({k: v for k, v in good.items() if k != "transform"})
