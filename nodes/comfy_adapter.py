@@ -172,10 +172,6 @@ def _latent_previewer():
         return None
 
 
-def interrupt_check() -> None:
-    mm.throw_exception_if_processing_interrupted()
-
-
 # ----------------------------------------------------------------------------- what the user sees
 
 

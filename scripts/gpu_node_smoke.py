@@ -119,7 +119,7 @@ def main() -> None:
         bundle, vae, clip, ref_image, poses, args.size, args.size, args.steps, 3.5, 42, 16, 4).args[0])
     report["sampler_peak_GiB"] = peak()
     report["loaded_models_after_sampler"] = [type(m.model.model).__name__ for m in mm.current_loaded_models]
-    report["unet_param_device_dtype"] = [str(p.device) + "/" + str(p.dtype) for p in list(bundle.models.video_unet.parameters())[:1]]
+    report["unet_param_device_dtype"] = [str(p.device) + "/" + str(p.dtype) for p in list(bundle.video_unet.parameters())[:1]]
     reset_peak()
     frames = timed("vae_decode", lambda: vae.decode(latent["samples"]))
     report["vae_decode_peak_GiB"] = peak()

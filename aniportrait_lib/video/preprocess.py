@@ -5,12 +5,15 @@
   identities at 224x224, then /255 and the CLIP mean/std normalisation).
 * :func:`vae_preprocess` - reference photo -> VAE encoder input in [-1, 1] (PIL LANCZOS resize to
   (width, height), /255, 2x-1; ``VaeImageProcessor`` defaults).
+* :func:`clip_pixels` / :func:`reference_pixels` - the same resized images as float (1, H, W, 3) in
+  [0, 1], for encoders that normalise themselves (ComfyUI's CLIP vision and VAE).
 * :func:`prepare_pose_tensor` - rendered pose frames -> PoseGuider input ``2*x - 1`` of the uint8 values
   WITHOUT /255 (range -1..509), as the original feeds numpy frames through ``VaeImageProcessor``.
 
-Images are taken as uint8 RGB arrays (H, W, 3), PIL images, or float arrays/tensors in [0, 1]
-(ComfyUI ``IMAGE`` frames, converted with ``round(x * 255)``, small overshoots clipped); 0..255 data must
-come as uint8.
+Images are converted with the pack's one image policy (:mod:`aniportrait_lib.imaging`): uint8 RGB arrays,
+PIL images, or float arrays/tensors in [0, 1] (``round(x * 255)``, small overshoots clipped).
+
+The original ran Pillow 9.5; its resizes are reproduced pass by pass (:func:`resize_width_first`).
 """
 from __future__ import annotations
 
@@ -21,12 +24,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .. import imaging
+
 __all__ = [
     "CLIP_IMAGE_SIZE",
     "CLIP_MEAN",
     "CLIP_STD",
-    "to_uint8_image",
-    "to_uint8_frames",
+    "resize_width_first",
+    "resize_for_clip",
+    "resize_reference",
+    "clip_pixels",
+    "reference_pixels",
     "clip_preprocess",
     "vae_preprocess",
     "prepare_pose_tensor",
@@ -40,61 +48,64 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ImageLike = Union[np.ndarray, torch.Tensor, Image.Image]
 
 
-def _float_to_uint8(x: np.ndarray) -> np.ndarray:
-    """Float pixels in [0, 1] -> uint8 ``round(x * 255)``; a small overshoot (e.g. 1.001 from an upscaler) is clipped.
+def resize_width_first(image: Image.Image, width: int, height: int, resample: int) -> Image.Image:
+    """``image.resize((width, height), resample)`` with the width pass first, as Pillow 9.5 (the original's) did.
 
-    Values far outside [0, 1] are refused rather than guessed to be 0..255 data: pass those as uint8.
+    Pillow resamples separably and rounds to uint8 after each pass, so the pass order changes pixels.
+    Pillow 9.5 always ran the horizontal pass first; newer Pillow may run the vertical one first
+    (observed with Pillow 13: always when the width grows and the height shrinks, and for some sizes
+    when both shrink), which moved the VAE input of a 70x110 -> 80x64 reference by up to 0.125.
+    Two single-axis resizes (width at the original height, then height) pin the original's order; a
+    single-axis resize is one pass with the same coefficients in every Pillow version.
+
+    Args:
+        image: PIL image.
+        width, height: output size in pixels.
+        resample: PIL filter (``Image.LANCZOS``, ``Image.BICUBIC``, ...).
+    Returns:
+        A new PIL image of size (width, height).
     """
-    x = x.astype(np.float64)
-    if x.size and not np.isfinite(x).all():
-        raise ValueError("The image holds NaN or infinite values.")
-    if x.size and (x.min() < -0.5 or x.max() > 1.5):
-        raise ValueError(
-            f"Float image values must be in [0, 1], got [{x.min():.3g}, {x.max():.3g}]; pass 0..255 data as uint8."
-        )
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+    if image.size == (width, height):
+        return image.copy()
+    if image.width != width:
+        image = image.resize((width, image.height), resample=resample)
+    if image.height != height:
+        image = image.resize((width, height), resample=resample)
+    return image
 
 
-def to_uint8_image(image: ImageLike) -> np.ndarray:
-    """One image as a uint8 (H, W, 3) array.
-
-    Accepts a PIL image (converted to RGB), a uint8 array/tensor (H, W, 3), or a float array/tensor
-    (H, W, 3) with values in [0, 1] (a batch of one, (1, H, W, 3), is accepted too).
-    """
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(f"Expected an image of shape (H, W, 3), got {tuple(arr.shape)}.")
-    if arr.dtype == np.uint8:
-        return arr.copy()
-    if np.issubdtype(arr.dtype, np.floating):
-        return _float_to_uint8(arr)
-    raise ValueError(f"Unsupported image dtype {arr.dtype}; use uint8 0..255 or float 0..1.")
-
-
-def to_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Frames as a uint8 (F, H, W, 3) array (uint8 input is kept, float input in [0, 1] is scaled by 255)."""
-    arr = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-    if arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ValueError(f"Expected pose frames of shape (F, H, W, 3), got {tuple(arr.shape)}.")
-    if arr.dtype == np.uint8:
-        return arr
-    if np.issubdtype(arr.dtype, np.floating):
-        return _float_to_uint8(arr)
-    raise ValueError(f"Unsupported pose frame dtype {arr.dtype}; use uint8 0..255 or float 0..1.")
+def _pil_rgb(image: ImageLike) -> Image.Image:
+    return Image.fromarray(imaging.image_to_uint8(image, "reference image"))
 
 
 def resize_for_clip(image: ImageLike) -> np.ndarray:
     """Reference photo -> uint8 (224, 224, 3), PIL BICUBIC like the original (``ref_image.resize((224, 224))``)."""
-    pil = Image.fromarray(to_uint8_image(image))
-    return np.array(pil.resize((CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE), resample=Image.BICUBIC), dtype=np.uint8)
+    pil = resize_width_first(_pil_rgb(image), CLIP_IMAGE_SIZE, CLIP_IMAGE_SIZE, Image.BICUBIC)
+    return np.array(pil, dtype=np.uint8)
+
+
+def resize_reference(image: ImageLike, width: int, height: int) -> np.ndarray:
+    """Reference photo -> uint8 (height, width, 3), PIL LANCZOS like the original's ``VaeImageProcessor``."""
+    width, height = int(width), int(height)
+    if width < 1 or height < 1:
+        raise ValueError(f"width and height must be positive, got {width}x{height}.")
+    return np.array(resize_width_first(_pil_rgb(image), width, height, Image.LANCZOS), dtype=np.uint8)
+
+
+def clip_pixels(image: ImageLike) -> torch.Tensor:
+    """Reference photo -> float32 (1, 224, 224, 3) in [0, 1] (``k / 255`` of :func:`resize_for_clip`), for an
+    image encoder that applies the CLIP mean/std itself (ComfyUI's ``CLIP_VISION.encode_image``)."""
+    return imaging.uint8_to_float(resize_for_clip(image)[None])
+
+
+def reference_pixels(image: ImageLike, width: int, height: int) -> torch.Tensor:
+    """Reference photo -> float32 (1, height, width, 3) in [0, 1] (``k / 255`` of :func:`resize_reference`), for a
+    VAE that maps [0, 1] to [-1, 1] itself (ComfyUI's ``VAE.encode``)."""
+    return imaging.uint8_to_float(resize_reference(image, width, height)[None])
 
 
 def clip_preprocess(image: ImageLike) -> torch.Tensor:
-    """Reference photo -> CLIP image-encoder input.
+    """Reference photo -> CLIP image-encoder input (the original's ``CLIPImageProcessor`` output).
 
     Args:
         image: RGB reference photo, uint8 (H, W, 3) / PIL / float [0, 1].
@@ -109,19 +120,8 @@ def clip_preprocess(image: ImageLike) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
 
 
-def resize_reference(image: ImageLike, width: int, height: int) -> np.ndarray:
-    """Reference photo -> uint8 (height, width, 3), PIL LANCZOS like the original's VaeImageProcessor."""
-    width, height = int(width), int(height)
-    if width < 1 or height < 1:
-        raise ValueError(f"width and height must be positive, got {width}x{height}.")
-    pil = Image.fromarray(to_uint8_image(image))
-    if pil.size != (width, height):
-        pil = pil.resize((width, height), resample=Image.LANCZOS)
-    return np.array(pil, dtype=np.uint8)
-
-
 def vae_preprocess(image: ImageLike, width: int, height: int) -> torch.Tensor:
-    """Reference photo -> VAE encoder input.
+    """Reference photo -> VAE encoder input (the original's ``VaeImageProcessor`` output).
 
     Args:
         image: RGB reference photo, uint8 (H, W, 3) / PIL / float [0, 1].
@@ -154,7 +154,7 @@ def prepare_pose_tensor(
         if u8.ndim != 4 or u8.shape[-1] != 3:
             raise ValueError(f"Expected pose frames of shape (F, H, W, 3), got {tuple(u8.shape)}.")
     else:
-        u8 = torch.from_numpy(np.ascontiguousarray(to_uint8_frames(frames)))
+        u8 = torch.from_numpy(imaging.frames_to_uint8(frames, "pose images"))
     x = u8.permute(0, 3, 1, 2).to(torch.float32)  # (F, 3, H, W)
     h = x.shape[-2] if height is None else int(height)
     w = x.shape[-1] if width is None else int(width)

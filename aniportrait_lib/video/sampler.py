@@ -8,17 +8,28 @@ Semantics of the original ``Pose2VideoPipeline.__call__`` (``src/pipelines/pipel
 2. The reference UNet runs ONCE per video (t = 0, CFG batch, CLIP context); its per-block features
    are reused for every step and window.
 3. Each DDIM step covers the clip with the uniform, wrap-around context windows
-   (:func:`~aniportrait_lib.video.context.uniform_context_windows`). Per window the pose guider runs on
-   that window's pose frames (CFG-duplicated batch: its BatchNorms use the statistics of the current
+   (:func:`~aniportrait_lib.video.context_windows.uniform_context_windows`). Per window the pose guider runs
+   on that window's pose frames (CFG-duplicated batch: its BatchNorms use the statistics of the current
    batch, so a frame's pose features depend on its window; the features are the same at every step, so
-   by default they are computed at the first step and reused) and the video UNet predicts v for the
-   window. Predictions are summed per frame and divided by the per-frame window count, THEN CFG
-   ``uncond + cfg * (cond - uncond)`` is applied and one DDIM step is taken.
+   by default they are computed at the first step and reused, :mod:`.pose_features`) and the video UNet
+   predicts v for the window. Predictions are summed per frame and divided by the per-frame window count,
+   THEN CFG ``uncond + cfg * (cond - uncond)`` is applied and one DDIM step is taken.
+
+The named steps, in order: :func:`check_inputs` -> reference conditioning
+(:func:`~aniportrait_lib.video.reference.prepare_reference`) -> :func:`estimate_memory` (for the host's
+model loader) -> :func:`sample_video` = :func:`plan_windows` + :func:`prepare_conditioning` +
+:class:`~aniportrait_lib.video.pose_features.PoseFeatureCache` + :func:`denoise`.
+
+Progress, previews and cancelling share one callback, ``progress(done, total, preview_latent=None)``:
+called after every window evaluation (``done`` = finished evaluations, 1..total); once per DDIM step it
+carries ``preview_latent``, the (1, 4, h, w) middle frame of that step's x0 prediction in sampler scale
+(the scaled SD1.5 latent space that latent previewers such as TAESD decode). To cancel, raise from it:
+nothing else is checked.
 
 Latent scale: the latents this module takes and returns are VAE latents multiplied by
 :data:`LATENT_SCALE` (0.18215), like the original's ``ref_image_latents`` and final latents; decode
-with ``vae.decode(latents / LATENT_SCALE)``. ComfyUI's ``LATENT`` holds raw VAE latents, see
-:func:`to_vae_space` / :func:`from_vae_space`.
+with ``vae.decode(latents / LATENT_SCALE)``. Hosts holding raw VAE latents use :func:`to_vae_space` /
+:func:`from_vae_space` / :func:`to_frame_batch`.
 
 Differences from the original (deliberate): the latents and the window accumulation stay in float32
 whatever the model dtype (the original keeps them in the model dtype, fp16 on CUDA), the initial
@@ -29,40 +40,47 @@ the window sum is also divided by the per-frame count (the original forgets this
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
+from .. import imaging
 from .context_windows import frame_coverage, uniform_context_windows
-from .preprocess import prepare_pose_tensor, to_uint8_frames
+from .pose_features import PoseFeatureCache
+from .reference import LATENT_SCALE
 from .scheduler import AniPortraitDDIM, make_scheduler
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "LATENT_SCALE",
-    "SamplingInterrupted",
+    "Progress",
+    "check_inputs",
+    "estimate_memory",
+    "count_window_evaluations",
+    "plan_windows",
+    "prepare_conditioning",
     "make_noise",
     "run_reference",
+    "Denoiser",
+    "denoise",
     "sample_video",
     "encode_reference_latent",
     "decode_latents",
     "to_vae_space",
     "from_vae_space",
+    "to_frame_batch",
 ]
 
-#: SD1.5 VAE scaling factor, hard-coded by the original pipeline.
-LATENT_SCALE = 0.18215
-
-#: ``callback(step_index, total, latents_preview)``; see :func:`sample_video`.
-ProgressCallback = Callable[[int, int, torch.Tensor], None]
+#: ``progress(done, total, preview_latent=None)``; see the module docstring.
+Progress = Callable[..., None]
 
 
-class SamplingInterrupted(RuntimeError):
-    """Raised when ``interrupt_check`` returns True during sampling."""
-
-
+# ----------------------------------------------------------------------------------------------------------------
+# latent spaces
+# ----------------------------------------------------------------------------------------------------------------
 def to_vae_space(latents: torch.Tensor) -> torch.Tensor:
     """Sampler latents (scaled by 0.18215) -> raw VAE latents (ComfyUI ``LATENT`` space)."""
     return latents / LATENT_SCALE
@@ -73,6 +91,107 @@ def from_vae_space(latents: torch.Tensor) -> torch.Tensor:
     return latents * LATENT_SCALE
 
 
+def to_frame_batch(latents: torch.Tensor) -> torch.Tensor:
+    """Sampler video latents (1, 4, F, h, w) -> raw VAE latents (F, 4, h, w), one row per frame (the layout
+    of an image model's latent batch: ComfyUI's VAE Decode turns it into F images)."""
+    return to_vae_space(latents)[0].permute(1, 0, 2, 3).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# step 1: check inputs
+# ----------------------------------------------------------------------------------------------------------------
+def check_inputs(width: int, height: int, num_frames: int, steps: int, cfg: float, context_frames: int,
+                 context_overlap: int) -> None:
+    """Refuse settings the sampler cannot run, with one sentence that says what to change.
+
+    Args:
+        width, height: video size in pixels (multiples of 8: the VAE and UNets work at 1/8 size).
+        num_frames: number of pose frames (= output frames).
+        steps: DDIM steps. cfg: guidance scale (>= 1). context_frames, context_overlap: window length/overlap.
+    Raises:
+        ValueError.
+    """
+    if width % 8 or height % 8:
+        raise ValueError(f"width and height must be multiples of 8 (got {width}x{height}): the VAE works at 1/8 "
+                         f"size, so use e.g. {max(8, width // 8 * 8)}x{max(8, height // 8 * 8)}.")
+    if width < 8 or height < 8:
+        raise ValueError(f"width and height must be at least 8 pixels (got {width}x{height}).")
+    if num_frames < 1:
+        raise ValueError("pose_images holds no frames; connect at least one pose image (one per output frame).")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps}.")
+    if not np.isfinite(cfg) or cfg < 1.0:
+        raise ValueError(f"cfg must be a finite number >= 1.0 (1.0 disables guidance), got {cfg}.")
+    if context_frames < 1:
+        raise ValueError(f"context_frames must be at least 1, got {context_frames}.")
+    if not 0 <= context_overlap < context_frames:
+        raise ValueError(f"context_overlap ({context_overlap}) must be 0 or more and smaller than context_frames "
+                         f"({context_frames}): lower context_overlap or raise context_frames.")
+
+
+def _check_conditioning(ref_latent: torch.Tensor, clip_embeds: torch.Tensor) -> torch.Tensor:
+    """Shape checks of the reference conditioning; returns ``clip_embeds`` as (1, D) ((1, 1, D) is squeezed)."""
+    clip_embeds = torch.as_tensor(clip_embeds)
+    if clip_embeds.ndim == 3 and clip_embeds.shape[1] == 1:
+        clip_embeds = clip_embeds[:, 0]
+    if ref_latent.ndim != 4 or ref_latent.shape[0] != 1 or ref_latent.shape[1] != 4:
+        raise ValueError(f"ref_latent must have shape (1, 4, H/8, W/8), got {tuple(ref_latent.shape)}.")
+    if clip_embeds.ndim != 2 or clip_embeds.shape[0] != 1:
+        raise ValueError(
+            f"clip_embeds must have shape (1, D) (the CLIP image_embeds), got {tuple(clip_embeds.shape)}."
+        )
+    return clip_embeds
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# memory estimate, windows
+# ----------------------------------------------------------------------------------------------------------------
+def estimate_memory(num_frames: int, width: int, height: int, cfg: float, context_frames: int,
+                    dtype: torch.dtype) -> int:
+    """Bytes of activations one window evaluation needs, besides the weights (for the host's model loader).
+
+    Activations dominate at video sizes: CFG batch x window length x the UNet's widest feature maps
+    (320 channels at 1/8 size) x a factor 64 for the attention/ResNet intermediates alive at once.
+    """
+    batch = 2 if cfg > 1.0 else 1
+    elem = torch.finfo(dtype).bits // 8
+    return int(batch * min(num_frames, context_frames) * (height // 8) * (width // 8) * 320 * 64 * elem)
+
+
+def count_window_evaluations(num_frames: int, steps: int, context_frames: int, context_overlap: int) -> int:
+    """``steps x windows``: the ``total`` the progress callback counts to."""
+    return int(steps) * len(uniform_context_windows(num_frames, context_frames, context_overlap))
+
+
+@dataclass
+class WindowPlan:
+    """The context windows of one video.
+
+    Attributes:
+        frames: per window, its CPU long tensor of frame indices (wrap-around windows are not sorted).
+        index: the same indices on the compute device (for ``index_select`` / ``index_add_``).
+        counts: float32 (1, 1, F, 1, 1) on the device: how many windows cover each frame.
+    """
+
+    frames: list[torch.Tensor]
+    index: list[torch.Tensor]
+    counts: torch.Tensor
+
+
+def plan_windows(num_frames: int, context_frames: int, context_overlap: int, device: torch.device) -> WindowPlan:
+    """The uniform closed-loop windows (the original's ``uniform`` schedule, stride 1) and their coverage."""
+    windows = uniform_context_windows(num_frames, context_frames, context_overlap)
+    counts = frame_coverage(windows, num_frames)
+    if min(counts) < 1:  # cannot happen with the closed-loop schedule; guards future schedules
+        raise ValueError("The context windows leave some frames uncovered.")
+    frames = [torch.tensor(win, dtype=torch.long) for win in windows]
+    counter = torch.tensor(counts, device=device, dtype=torch.float32).view(1, 1, num_frames, 1, 1)
+    return WindowPlan(frames=frames, index=[f.to(device) for f in frames], counts=counter)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# noise, conditioning
+# ----------------------------------------------------------------------------------------------------------------
 def make_noise(
     shape: Sequence[int],
     seed: Union[int, torch.Generator],
@@ -99,6 +218,213 @@ def make_noise(
     return noise.to(device)
 
 
+@torch.no_grad()
+def run_reference(
+    reference_unet: torch.nn.Module,
+    ref_latent: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+) -> Any:
+    """Run the ReferenceNet once at t = 0 and return its per-block reference features.
+
+    Args:
+        reference_unet: :class:`~aniportrait_lib.video.unet.ReferenceUNet` (``forward(sample,
+            encoder_hidden_states, timestep)``; it returns the features cast to float16 like the original's
+            reference banks).
+        ref_latent: (B, 4, h, w) sampler-space reference latents (B = 2 with CFG: repeated).
+        encoder_hidden_states: (B, 1, D) CLIP context (row 0 zeros with CFG).
+    """
+    timestep = torch.zeros((), dtype=torch.int64, device=ref_latent.device)
+    return reference_unet(ref_latent, encoder_hidden_states, timestep=timestep)
+
+
+@dataclass
+class Conditioning:
+    """What every video-UNet call reads besides the latents and the pose features.
+
+    Attributes:
+        states: (B, 1, D) CLIP context in the model dtype; rows [zeros, embeds] with CFG, [embeds] without.
+        reference_features: the ReferenceNet's per-block features, cond row only (the uncond row runs plain
+            self-attention, so the UNet projects keys/values of one reference row instead of two per call).
+        reference_mask: CPU bool (B,): which rows read the reference features (on the host: no device sync).
+    """
+
+    states: torch.Tensor
+    reference_features: list[torch.Tensor]
+    reference_mask: torch.Tensor
+
+    @property
+    def batch(self) -> int:
+        return int(self.states.shape[0])
+
+
+@torch.no_grad()
+def prepare_conditioning(reference_unet: torch.nn.Module, ref_latent: torch.Tensor, clip_embeds: torch.Tensor,
+                         guidance: bool, device: torch.device, dtype: torch.dtype) -> Conditioning:
+    """CFG batch of the CLIP context and the reference features (the ReferenceNet's one run per video).
+
+    Args:
+        ref_latent: (1, 4, h, w) sampler-scale reference latent. clip_embeds: (1, D).
+        guidance: True for CFG (batch rows [uncond, cond]).
+    """
+    cond_states = clip_embeds.to(device=device, dtype=dtype).unsqueeze(1)  # (1, 1, D)
+    if guidance:
+        states = torch.cat([torch.zeros_like(cond_states), cond_states], dim=0)
+        mask = torch.tensor([False, True])
+    else:
+        states, mask = cond_states, torch.tensor([True])
+    ref_in = ref_latent.to(device=device, dtype=dtype).repeat(states.shape[0], 1, 1, 1)
+    features = run_reference(reference_unet, ref_in, states)
+    return Conditioning(states=states, reference_features=[f[-1:] for f in features], reference_mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# denoise loop
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Denoiser:
+    """Everything one DDIM step needs (built by :func:`sample_video`)."""
+
+    video_unet: torch.nn.Module
+    cond: Conditioning
+    plan: WindowPlan
+    poses: PoseFeatureCache
+    dtype: torch.dtype
+    cfg: float
+
+
+def _predict_step(run: Denoiser, latents: torch.Tensor, t: int, on_window: Callable[[bool], None]) -> torch.Tensor:
+    """Window-averaged v prediction of one step: float32 (B, 4, F, h, w), rows as in ``run.cond``.
+
+    ``on_window(last)`` is called after each window evaluation (``last`` for the step's final window).
+    """
+    n_batch = run.cond.batch
+    t_tensor = torch.tensor(t, dtype=torch.int64, device=latents.device)
+    noise_pred = torch.zeros((n_batch, *latents.shape[1:]), device=latents.device, dtype=torch.float32)
+    n_windows = len(run.plan.index)
+    for wi, (idx, frames) in enumerate(zip(run.plan.index, run.plan.frames)):
+        model_in = latents.index_select(2, idx).to(run.dtype).repeat(n_batch, 1, 1, 1, 1)
+        pose_features = run.poses.features(wi, frames)
+        pred = run.video_unet(model_in, t_tensor, run.cond.states, pose_features, run.cond.reference_features,
+                              run.cond.reference_mask)
+        noise_pred.index_add_(2, idx, pred.float())
+        on_window(wi == n_windows - 1)
+    return noise_pred / run.plan.counts
+
+
+def _guide(noise_pred: torch.Tensor, cfg: float) -> torch.Tensor:
+    """CFG ``uncond + cfg * (cond - uncond)`` on rows [uncond, cond]; a single row is returned as it is."""
+    if noise_pred.shape[0] == 1:
+        return noise_pred
+    uncond, cond = noise_pred.chunk(2)
+    return uncond + cfg * (cond - uncond)
+
+
+def denoise(run: Denoiser, latents: torch.Tensor, scheduler: AniPortraitDDIM, timesteps: Sequence[int],
+            progress: Optional[Progress] = None) -> torch.Tensor:
+    """The DDIM loop over ``timesteps``: float32 (1, 4, F, h, w) noisy latents -> denoised latents.
+
+    ``progress(done, total)`` follows every window evaluation; the last one of each step is reported after
+    the scheduler step, with the middle frame of that step's x0 prediction as ``preview_latent``.
+    """
+    total = len(timesteps) * len(run.plan.index)
+    done = 0
+    for t in timesteps:
+        def on_window(last: bool) -> None:
+            nonlocal done
+            done += 1
+            if progress is not None and not last:
+                progress(done, total)
+
+        guided = _guide(_predict_step(run, latents, t, on_window), run.cfg)
+        out = scheduler.step(guided, t, latents)
+        latents = out.prev_sample
+        if progress is not None:
+            x0 = out.pred_original_sample
+            progress(done, total, x0[:, :, x0.shape[2] // 2])
+    return latents
+
+
+def _initial_latents(shape: tuple[int, ...], seed: Union[int, torch.Generator], noise: Optional[torch.Tensor],
+                     device: torch.device, sigma: float) -> torch.Tensor:
+    if noise is not None:
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}.")
+        latents = noise.to(device=device, dtype=torch.float32)
+    else:
+        latents = make_noise(shape, seed, device)
+    return latents * sigma
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the whole sampler
+# ----------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def sample_video(
+    models: Any, ref_latent: torch.Tensor, clip_embeds: torch.Tensor, pose_images: Union[np.ndarray, torch.Tensor], *,
+    steps: int = 25, cfg: float = 3.5, seed: Union[int, torch.Generator] = 42, context_frames: int = 16,
+    context_overlap: int = 4, device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None,
+    progress: Optional[Progress] = None, noise: Optional[torch.Tensor] = None,
+    scheduler: Optional[AniPortraitDDIM] = None, cache_pose_features: bool = True,
+    pose_cache_budget_bytes: int = 1 << 30, cache_overflow_device: Union[str, torch.device] = "cpu",
+) -> torch.Tensor:
+    """Denoise a video conditioned on a reference latent, a CLIP embedding and pose frames.
+
+    Args:
+        models: object with ``reference_unet``, ``video_unet`` and ``pose_guider`` modules (e.g.
+            ``Lmk2VideoModels``), already on ``device``. Their train/eval modes are left as they are
+            (the pose guider's ``batch_norm_mode='batch_stats'`` reproduces the original's train-mode BatchNorm).
+        ref_latent: (1, 4, H/8, W/8) reference VAE latent mean, ALREADY multiplied by 0.18215.
+        clip_embeds: (1, D) (or (1, 1, D)) CLIP ``image_embeds`` of the reference photo.
+        pose_images: (F, H, W, 3) rendered pose frames, channels as stored (BGR-as-RGB), uint8 (or float
+            0..1); frames of another size than 8x the latent's are resized, nearest neighbour, like the original.
+        steps: DDIM steps (>= 1). cfg: guidance scale; 1.0 disables the uncond branch entirely.
+        seed: integer seed (CPU generator, device independent) or a ``torch.Generator``.
+        context_frames, context_overlap: context-window length and overlap in frames.
+        device: compute device (default: the video UNet's parameter device, else ``ref_latent``'s).
+        dtype: model input dtype (default: the video UNet's parameter dtype); latents stay float32.
+        progress: ``progress(done, total, preview_latent=None)`` (module docstring); it cancels by raising.
+        noise: optional initial noise (1, 4, F, h, w) instead of drawing it from ``seed``.
+        scheduler: optional scheduler instance (default: :func:`make_scheduler`).
+        cache_pose_features, pose_cache_budget_bytes, cache_overflow_device: see
+            :class:`~aniportrait_lib.video.pose_features.PoseFeatureCache` (False recomputes per step, like
+            the original; the numbers are the same).
+
+    Returns:
+        float32 latents (1, 4, F, H/8, W/8) on ``device``, in sampler scale (raw VAE latents * 0.18215).
+    """
+    video_unet = models.video_unet
+    device = torch.device(device if device is not None else
+                          next((q.device for q in video_unet.parameters()), ref_latent.device))
+    dtype = dtype if dtype is not None else _model_dtype(video_unet, torch.float32)
+    clip_embeds = _check_conditioning(ref_latent, clip_embeds)
+    poses = torch.from_numpy(imaging.frames_to_uint8(pose_images, "pose images"))  # stays on the CPU, uint8
+    h, w = int(ref_latent.shape[2]), int(ref_latent.shape[3])
+    check_inputs(8 * w, 8 * h, poses.shape[0], steps, float(cfg), context_frames, context_overlap)
+    cfg, num_frames = float(cfg), int(poses.shape[0])
+
+    plan = plan_windows(num_frames, context_frames, context_overlap, device)
+    sched = scheduler if scheduler is not None else make_scheduler()
+    timesteps = sched.set_timesteps(int(steps)).tolist()
+    latents = _initial_latents((1, 4, num_frames, h, w), seed, noise, device, sched.init_noise_sigma)
+    logger.info("AniPortrait sampling: %d frames %dx%d, %d steps, cfg %.3g, %d context windows of <= %d frames",
+                num_frames, 8 * w, 8 * h, len(timesteps), cfg, len(plan.index), context_frames)
+
+    cond = prepare_conditioning(models.reference_unet, ref_latent, clip_embeds, cfg > 1.0, device, dtype)
+    pose_cache = PoseFeatureCache(models.pose_guider, poses, (8 * h, 8 * w), cond.batch, device, dtype,
+                                  cache_pose_features, pose_cache_budget_bytes, cache_overflow_device)
+    run = Denoiser(video_unet, cond, plan, pose_cache, dtype, cfg)
+    return denoise(run, latents, sched, timesteps, progress)
+
+
+def _model_dtype(module: torch.nn.Module, fallback: torch.dtype) -> torch.dtype:
+    for p in module.parameters():
+        return p.dtype
+    return fallback
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# diffusers VAE helpers (golden tests, scripts)
+# ----------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def encode_reference_latent(vae: Any, image: torch.Tensor) -> torch.Tensor:
     """Reference image -> sampler latent with a diffusers ``AutoencoderKL``.
@@ -133,253 +459,3 @@ def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
         frames.append(x.float())
     video = torch.stack(frames, dim=2)
     return (video / 2 + 0.5).clamp(0, 1)
-
-
-def _model_dtype(module: torch.nn.Module, fallback: torch.dtype) -> torch.dtype:
-    for p in module.parameters():
-        return p.dtype
-    return fallback
-
-
-@torch.no_grad()
-def run_reference(
-    reference_unet: torch.nn.Module,
-    ref_latent: torch.Tensor,
-    encoder_hidden_states: torch.Tensor,
-) -> Any:
-    """Run the ReferenceNet once at t = 0 and return its per-block reference features.
-
-    Args:
-        reference_unet: :class:`~aniportrait_lib.video.unet.ReferenceUNet` (``forward(sample,
-            encoder_hidden_states, timestep)``; it returns the features cast to float16 like the original's
-            reference banks).
-        ref_latent: (B, 4, h, w) sampler-space reference latents (B = 2 with CFG: repeated).
-        encoder_hidden_states: (B, 1, D) CLIP context (row 0 zeros with CFG).
-    """
-    timestep = torch.zeros((), dtype=torch.int64, device=ref_latent.device)
-    return reference_unet(ref_latent, encoder_hidden_states, timestep=timestep)
-
-
-def _validate_inputs(
-    ref_latent: torch.Tensor,
-    clip_embeds: torch.Tensor,
-    num_frames: int,
-    pose_hw: tuple[int, int],
-    steps: int,
-    cfg: float,
-) -> None:
-    if ref_latent.ndim != 4 or ref_latent.shape[0] != 1 or ref_latent.shape[1] != 4:
-        raise ValueError(
-            f"ref_latent must have shape (1, 4, H/8, W/8), got {tuple(ref_latent.shape)}."
-        )
-    if clip_embeds.ndim != 2 or clip_embeds.shape[0] != 1:
-        raise ValueError(
-            f"clip_embeds must have shape (1, D) (the CLIP image_embeds), got {tuple(clip_embeds.shape)}."
-        )
-    if num_frames < 1:
-        raise ValueError("pose_images holds no frames; the video needs at least 1 pose frame.")
-    ph, pw = pose_hw
-    if ph < 1 or pw < 1:
-        raise ValueError(f"The pose images are {pw}x{ph}; they need at least one pixel.")
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps}.")
-    if not np.isfinite(cfg) or cfg < 1.0:
-        raise ValueError(f"cfg must be a finite number >= 1.0 (1.0 disables guidance), got {cfg}.")
-
-
-@torch.no_grad()
-def sample_video(
-    models: Any,
-    ref_latent: torch.Tensor,
-    clip_embeds: torch.Tensor,
-    pose_images: Union[np.ndarray, torch.Tensor],
-    *,
-    steps: int = 25,
-    cfg: float = 3.5,
-    seed: Union[int, torch.Generator] = 42,
-    context_frames: int = 16,
-    context_overlap: int = 4,
-    device: Optional[Union[str, torch.device]] = None,
-    dtype: Optional[torch.dtype] = None,
-    callback: Optional[ProgressCallback] = None,
-    interrupt_check: Optional[Callable[[], Optional[bool]]] = None,
-    noise: Optional[torch.Tensor] = None,
-    scheduler: Optional[AniPortraitDDIM] = None,
-    cache_pose_features: bool = True,
-    pose_cache_budget_bytes: int = 1 << 30,
-    cache_overflow_device: Union[str, torch.device] = "cpu",
-) -> torch.Tensor:
-    """Denoise a video conditioned on a reference latent, a CLIP embedding and pose frames.
-
-    Args:
-        models: object with ``reference_unet``, ``video_unet`` and ``pose_guider`` modules (e.g.
-            ``Lmk2VideoModels``), already on ``device``. Their train/eval modes are left as they are
-            (the pose guider's ``batch_norm_mode='batch_stats'`` reproduces the original's train-mode BatchNorm).
-        ref_latent: (1, 4, H/8, W/8) reference VAE latent mean, ALREADY multiplied by 0.18215.
-        clip_embeds: (1, D) CLIP ``image_embeds`` of the reference photo.
-        pose_images: (F, H, W, 3) rendered pose frames, channels as stored (BGR-as-RGB), uint8 values
-            (frames of another size than the latent's 8x are resized, nearest neighbour, like the original)
-            (or float 0..1); H, W must equal 8x the latent size.
-        steps: DDIM steps (>= 1).
-        cfg: classifier-free guidance scale; 1.0 disables the uncond branch entirely.
-        seed: integer seed (CPU generator, device independent) or a ``torch.Generator``.
-        context_frames, context_overlap: context-window length and overlap in frames.
-        device: compute device (default: the video UNet's parameter device, else ``ref_latent``'s).
-        dtype: model input dtype (default: the video UNet's parameter dtype). Latents and the window
-            accumulation stay float32.
-        callback: ``callback(step_index, total, latents_preview)`` after every window evaluation;
-            ``step_index`` counts finished window evaluations (1..total), ``total = steps * windows``;
-            ``latents_preview`` (1, 4, F, h, w) is the x0 prediction of the last finished DDIM step
-            (the current noisy latents before the first step finishes).
-        interrupt_check: called before every window evaluation; it may raise (ComfyUI's
-            ``throw_exception_if_processing_interrupted``) or return True to raise
-            :class:`SamplingInterrupted`.
-        noise: optional initial noise (1, 4, F, h, w) instead of drawing it from ``seed``.
-        scheduler: optional scheduler instance (default: :func:`make_scheduler`).
-        cache_pose_features: compute each window's pose features once and reuse them at every step
-            (exact: the pose guider sees the same batch each step; costs one (1, C_k, f, h_k, w_k) set of
-            feature maps per window, about 63 MB per window at 512x512 in fp16). False recomputes them
-            per step like the original.
-        pose_cache_budget_bytes: device memory the pose-feature cache may use; windows beyond it are
-            cached on ``cache_overflow_device`` (host memory) and copied back when used, so VRAM does
-            not grow with the video length.
-
-    Returns:
-        float32 latents (1, 4, F, H/8, W/8) on ``device``, in sampler scale (raw VAE latents * 0.18215).
-    """
-    reference_unet = models.reference_unet
-    video_unet = models.video_unet
-    pose_guider = models.pose_guider
-    if device is None:
-        device = next((q.device for q in video_unet.parameters()), ref_latent.device)
-    device = torch.device(device)
-    if dtype is None:
-        dtype = _model_dtype(video_unet, torch.float32)
-
-    clip_embeds = torch.as_tensor(clip_embeds)
-    if clip_embeds.ndim == 3 and clip_embeds.shape[1] == 1:
-        clip_embeds = clip_embeds[:, 0]
-    num_frames = int(pose_images.shape[0]) if hasattr(pose_images, "shape") else 0
-    if hasattr(pose_images, "ndim") and pose_images.ndim != 4:
-        raise ValueError(f"pose_images must have shape (F, H, W, 3), got {tuple(pose_images.shape)}.")
-    _validate_inputs(ref_latent, clip_embeds, num_frames, tuple(pose_images.shape[1:3]), steps, float(cfg))
-    steps = int(steps)
-    cfg = float(cfg)
-    do_cfg = cfg > 1.0
-    n_batch = 2 if do_cfg else 1
-
-    windows = uniform_context_windows(num_frames, context_frames, context_overlap)
-    counts = frame_coverage(windows, num_frames)
-    if min(counts) < 1:  # cannot happen with the closed-loop schedule; guards future schedules
-        raise ValueError("The context windows leave some frames uncovered.")
-    total = steps * len(windows)
-
-    sched = scheduler if scheduler is not None else make_scheduler()
-    timesteps = sched.set_timesteps(steps)
-
-    h, w = int(ref_latent.shape[2]), int(ref_latent.shape[3])
-    shape = (1, 4, num_frames, h, w)
-    if noise is not None:
-        if tuple(noise.shape) != shape:
-            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}.")
-        latents = noise.to(device=device, dtype=torch.float32)
-    else:
-        latents = make_noise(shape, seed, device)
-    latents = latents * sched.init_noise_sigma
-
-    # Conditioning: rows [uncond, cond] with CFG, [cond] without.
-    cond_states = clip_embeds.to(device=device, dtype=dtype).unsqueeze(1)  # (1, 1, D)
-    if do_cfg:
-        encoder_hidden_states = torch.cat([torch.zeros_like(cond_states), cond_states], dim=0)
-        reference_mask = torch.tensor([False, True])  # CPU: the UNet reads it on the host, no device sync
-    else:
-        encoder_hidden_states = cond_states
-        reference_mask = torch.tensor([True])
-
-    # The pose video stays on the CPU as uint8 (1.5 MB/frame at 512x512 instead of 3 MB of fp16 on the GPU);
-    # each window's frames are converted on the device when its pose features are computed.
-    pose_u8 = torch.from_numpy(np.ascontiguousarray(to_uint8_frames(pose_images)))  # (F, H, W, 3)
-
-    logger.info(
-        "AniPortrait sampling: %d frames %dx%d, %d steps, cfg %.3g, %d context windows of <= %d frames",
-        num_frames, 8 * w, 8 * h, steps, cfg, len(windows), context_frames,
-    )
-
-    ref_in = ref_latent.to(device=device, dtype=dtype).repeat(n_batch, 1, 1, 1)
-    reference_features = run_reference(reference_unet, ref_in, encoder_hidden_states)
-    # only the cond row reads reference tokens (the uncond row runs plain self-attention): keep that row,
-    # so the UNet projects keys/values of one reference row instead of two at every call
-    reference_features = [f[-1:] for f in reference_features]
-
-    counter = torch.tensor(counts, device=device, dtype=torch.float32).view(1, 1, num_frames, 1, 1)
-    window_cpu = [torch.tensor(win, dtype=torch.long) for win in windows]
-    window_index = [win.to(device) for win in window_cpu]
-    # The pose guider's input for a window is the same at every step, so its output is too: compute it once
-    # per window (the first step) and reuse it (one copy of the identical CFG rows is kept).
-    pose_cache: dict[int, list[torch.Tensor]] = {}
-    cache_bytes_left = pose_cache_budget_bytes
-    preview = latents
-    done = 0
-    for t in timesteps.tolist():
-        t_tensor = torch.tensor(t, dtype=torch.int64, device=device)
-        noise_pred = torch.zeros((n_batch, *latents.shape[1:]), device=device, dtype=torch.float32)
-        for wi, idx in enumerate(window_index):
-            if interrupt_check is not None and interrupt_check():
-                raise SamplingInterrupted("Sampling was interrupted.")
-            model_in = latents.index_select(2, idx).to(dtype).repeat(n_batch, 1, 1, 1, 1)
-            if wi in pose_cache:
-                pose_features = [f.to(device, non_blocking=True).expand(n_batch, *f.shape[1:]) for f in pose_cache[wi]]
-            else:
-                frames = pose_u8.index_select(0, window_cpu[wi]).to(device, non_blocking=True)
-                pose_in = prepare_pose_tensor(frames, 8 * h, 8 * w).to(dtype).repeat(n_batch, 1, 1, 1, 1)
-                pose_features = _run_pose_guider(pose_guider, pose_in)
-                if cache_pose_features:
-                    kept = _compact_rows(pose_features)
-                    size = sum(f.numel() * f.element_size() for f in kept)
-                    if size > cache_bytes_left:  # long videos: park the rest of the cache in host memory
-                        kept = [f.to(cache_overflow_device) for f in kept]
-                    else:
-                        cache_bytes_left -= size
-                    pose_cache[wi] = kept
-            pred = video_unet(
-                model_in,
-                t_tensor,
-                encoder_hidden_states,
-                pose_features,
-                reference_features,
-                reference_mask,
-            )
-            noise_pred.index_add_(2, idx, pred.float())
-            done += 1
-            if callback is not None:
-                callback(done, total, preview)
-        noise_pred = noise_pred / counter
-        if do_cfg:
-            uncond, cond = noise_pred.chunk(2)
-            guided = uncond + cfg * (cond - uncond)
-        else:
-            guided = noise_pred
-        out = sched.step(guided, t, latents)
-        latents = out.prev_sample
-        preview = out.pred_original_sample
-    return latents
-
-
-def _compact_rows(features: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Keep one row of batch-duplicated features (rows bitwise equal), else the features unchanged."""
-    if all(f.shape[0] == 1 or all(torch.equal(f[0], f[r]) for r in range(1, f.shape[0])) for f in features):
-        return [f[:1] for f in features]
-    return list(features)
-
-
-def _run_pose_guider(pose_guider: torch.nn.Module, pose_in: torch.Tensor) -> list[torch.Tensor]:
-    """PoseGuider on one window (B, 3, f, H, W); turns the train-mode BatchNorm crash into a clear error."""
-    try:
-        return pose_guider(pose_in)
-    except ValueError as err:
-        if "more than 1 value per channel" in str(err):
-            raise ValueError(
-                "The pose guider's batch-statistics BatchNorm needs more than one value per channel: "
-                "use a larger width/height (> 64 px) or more frames."
-            ) from err
-        raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,10 +18,18 @@ import pytest
 import torch
 
 from aniportrait_lib.video.context_windows import frame_coverage, uniform_context_windows
-from aniportrait_lib.video.preprocess import clip_preprocess, prepare_pose_tensor, vae_preprocess
+from aniportrait_lib.video.preprocess import (
+    CLIP_MEAN,
+    CLIP_STD,
+    clip_preprocess,
+    prepare_pose_tensor,
+    resize_for_clip,
+    resize_reference,
+    vae_preprocess,
+)
+from aniportrait_lib.video.reference import VAE_ERROR, embed_reference, encode_reference, prepare_reference
 from aniportrait_lib.video.sampler import (
     LATENT_SCALE,
-    SamplingInterrupted,
     decode_latents,
     encode_reference_latent,
     make_noise,
@@ -219,7 +228,7 @@ def _wrapped(models: Any, **transforms: Any) -> SimpleNamespace:
 
 
 class _RecordingDDIM(AniPortraitDDIM):
-    """Scheduler that keeps every step's (t, sample, model_output, prev_sample)."""
+    """Scheduler that keeps every step's (t, sample, model_output, prev_sample, x0)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -228,7 +237,7 @@ class _RecordingDDIM(AniPortraitDDIM):
     def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor) -> Any:
         out = super().step(model_output, timestep, sample)
         self.records.append(dict(t=int(timestep), sample=sample.clone(), model_output=model_output.clone(),
-                                 prev_sample=out.prev_sample.clone()))
+                                 prev_sample=out.prev_sample.clone(), x0=out.pred_original_sample.clone()))
         return out
 
 
@@ -277,6 +286,16 @@ def test_pipeline_golden(pipeline_case: tuple[Path, dict], tiny_models: Any) -> 
         errors["vae_ref_input"] = _max_err(vae_in, np.load(folder / "vae_ref_input.npy"))
         ref_latent = encode_reference_latent(vae, vae_in)
         errors["ref_image_latents"] = _max_err(ref_latent, np.load(folder / "ref_image_latents.npy"))
+        # the same through the library's reference step, the case's encoders passed as callables
+        mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        ref = prepare_reference(
+            ref_image, width, height,
+            encode_vae=lambda px: vae.encode(px.permute(0, 3, 1, 2) * 2 - 1).latent_dist.mean,
+            encode_clip=lambda px: image_encoder((px.permute(0, 3, 1, 2) - mean) / std).image_embeds,
+            context_dim=int(p["cross_dim"]),
+        )
+        errors["prepare_reference_latent"] = _max_err(ref.latent, np.load(folder / "ref_image_latents.npy"))
+        errors["prepare_reference_clip"] = _max_err(ref.clip_embeds, np.load(folder / "clip_image_embeds.npy"))
         ref_pose = prepare_pose_tensor(np.load(folder / "in_ref_pose_uint8.npy")[None])[:, :, 0]
         errors["ref_pose_tensor"] = _max_err(ref_pose, np.load(folder / "ref_pose_tensor.npy"))
 
@@ -291,7 +310,7 @@ def test_pipeline_golden(pipeline_case: tuple[Path, dict], tiny_models: Any) -> 
         latents = sample_video(
             models, ref_latent, clip_embeds, poses,
             steps=int(p["num_inference_steps"]), cfg=float(p["guidance_scale"]), seed=int(p["gen_seed"]),
-            callback=lambda i, n, x: progress.append((i, n)), scheduler=sched,
+            progress=lambda i, n, preview=None: progress.append((i, n)), scheduler=sched,
         )
         pose_fea = models.pose_guider.calls[0][2]
         for k, fea in enumerate(pose_fea):
@@ -323,11 +342,16 @@ def test_pipeline_golden(pipeline_case: tuple[Path, dict], tiny_models: Any) -> 
 
     assert errors["clip_pixel_values"] <= _tol(tol["clip_pixel_values"])
     assert errors["ref_image_latents"] <= _tol(tol["ref_image_latents"])
-    assert errors["vae_ref_input"] <= 1e-5
-    assert errors["ref_pose_tensor"] == 0.0
-    assert errors["clip_image_embeds"] <= 1e-5
+    assert errors["prepare_reference_latent"] <= _tol(tol["ref_image_latents"])
+    # the case lists no tolerance for these two: the VAE input is preprocessed pixels like clip_pixel_values, the
+    # CLIP embedding an encoder output of such pixels like ref_image_latents
+    assert errors["vae_ref_input"] <= _tol(tol["clip_pixel_values"])
+    assert errors["ref_pose_tensor"] == 0.0  # uint8 arithmetic: exact
+    assert errors["clip_image_embeds"] <= _tol(tol["ref_image_latents"])
+    assert errors["prepare_reference_clip"] <= _tol(tol["ref_image_latents"])
+    fea_tol = _tol(load_case("pose_guider")[1]["tolerance"]["out_fea*"])  # the pose guider's own golden case
     for k in range(5):
-        assert errors[f"pose_fea_window0_{k}"] <= 1e-3  # pose_guider case tolerance
+        assert errors[f"pose_fea_window0_{k}"] <= fea_tol
     lat_tol = _tol(tol["step*/final_latents"])
     for name, err in errors.items():
         if name.startswith("step") or name == "final_latents":
@@ -425,7 +449,7 @@ def test_long_video_wraparound_deterministic(pipeline_case: tuple[Path, dict], t
     progress: list[tuple[int, int]] = []
     models = _wrapped(tiny_models)
     a = sample_video(models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=11,
-                     callback=lambda i, n, x: progress.append((i, n)))
+                     progress=lambda i, n, preview=None: progress.append((i, n)))
     h, w = ref_latent.shape[-2:]
     assert tuple(a.shape) == (1, 4, n_frames, h, w)
     assert a.dtype == torch.float32 and torch.isfinite(a).all()
@@ -459,18 +483,36 @@ def test_noise_matches_global_manual_seed() -> None:
         make_noise(shape, -1)
 
 
-def test_interrupt(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+def test_progress_is_the_cancel_point_and_carries_one_preview_per_step(pipeline_case: tuple[Path, dict],
+                                                                          tiny_models: Any) -> None:
+    """One callback for progress, previews and cancelling: x0's middle frame once per step, raising stops."""
     folder, case = pipeline_case
-    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 4)
-    calls = []
+    n_frames, steps = 20, 2
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, n_frames)
+    n_windows = len(uniform_context_windows(n_frames))
+    sched = _RecordingDDIM()
+    calls: list[tuple[int, int, Any]] = []
+    sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=steps, cfg=2.0, seed=1, scheduler=sched,
+                 progress=lambda done, total, preview_latent=None: calls.append((done, total, preview_latent)))
+    assert [(d, n) for d, n, _ in calls] == [(i + 1, steps * n_windows) for i in range(steps * n_windows)]
+    previews = [(d, p) for d, _, p in calls if p is not None]
+    assert [d for d, _ in previews] == [n_windows * (k + 1) for k in range(steps)]
+    h, w = ref_latent.shape[-2:]
+    for k, (_, preview) in enumerate(previews):
+        assert tuple(preview.shape) == (1, 4, h, w)
+        x0 = sched.records[k]["x0"]
+        assert torch.equal(preview, x0[:, :, n_frames // 2]), "the preview is not the step's x0 middle frame"
 
-    def check() -> bool:
-        calls.append(1)
-        return len(calls) > 1
+    class Cancelled(Exception):
+        pass
 
-    with pytest.raises(SamplingInterrupted):
-        sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=3, cfg=3.5, interrupt_check=check)
-    assert len(calls) == 2
+    def cancel_at_second(done: int, total: int, preview_latent: Any = None) -> None:
+        if done == 2:
+            raise Cancelled
+    models = _wrapped(tiny_models)
+    with pytest.raises(Cancelled):
+        sample_video(models, ref_latent, clip_embeds, poses, steps=3, cfg=3.5, progress=cancel_at_second)
+    assert len(models.video_unet.calls) == 2
 
 
 def test_input_validation(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
@@ -514,7 +556,7 @@ def test_preprocess_shapes_and_ranges() -> None:
     assert pose.shape == (1, 3, 3, 16, 24) and pose.dtype == torch.float32
     assert torch.equal(pose[0, :, 1], torch.from_numpy(frames[1]).permute(2, 0, 1).float() * 2 - 1)
     assert torch.equal(prepare_pose_tensor(frames.astype(np.float32) / 255.0), pose)
-    with pytest.raises(ValueError, match="as uint8"):  # 0..255 floats are refused, not guessed
+    with pytest.raises(ValueError, match="must be uint8"):  # 0..255 floats are refused, not guessed
         prepare_pose_tensor(torch.from_numpy(frames).float())
     overshoot = frames.astype(np.float32) / 255.0
     overshoot[0, 0, 0, 0] = 1.001  # an upscaler's overshoot is clipped, not read as 0..255 data
@@ -539,3 +581,106 @@ def test_pose_cache_overflowing_to_host_memory_gives_the_same_video(pipeline_cas
     a = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=2.0, seed=5)
     b = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=2.0, seed=5, pose_cache_budget_bytes=0)
     assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# reference preprocessing: Pillow 9.5's resize pass order, encoder checks
+# ------------------------------------------------------------------------------------------------------------
+def _two_pass(image: np.ndarray, width: int, height: int, resample: int, width_first: bool) -> np.ndarray:
+    from PIL import Image
+
+    pil = Image.fromarray(image)
+    if width_first:
+        pil = pil.resize((width, pil.height), resample=resample).resize((width, height), resample=resample)
+    else:
+        pil = pil.resize((pil.width, height), resample=resample).resize((width, height), resample=resample)
+    return np.asarray(pil)
+
+
+def _pil(image: np.ndarray, width: int, height: int, resample: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((width, height), resample=resample))
+
+
+def test_reference_resizes_take_the_width_pass_first_like_pillow_9_5() -> None:
+    """The original ran Pillow 9.5, whose separable resize always did the width pass first (each pass rounds
+    to uint8). The pipeline golden only covers a reference shrunk on both axes (100x90 -> 72x72, which this
+    Pillow also does width first), so the other cases are checked against Pillow itself.
+
+    Measured with Pillow 13: a one-call resize equals width-then-height whenever the width shrinks and the
+    height grows, or both grow; when the width grows and the height shrinks it does the height pass first
+    (70x110 -> 80x64 of a random image: pixels differ by up to 26/255); when both shrink it depends on the
+    sizes, so that case is not asserted.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, size=(110, 70, 3), dtype=np.uint8)  # W x H = 70 x 110
+    lanczos, bicubic = Image.LANCZOS, Image.BICUBIC
+    # both grow, width shrinks + height grows: the pass order agrees with this Pillow's
+    for w, h in ((96, 128), (80, 120), (48, 160), (64, 112)):
+        assert np.array_equal(resize_reference(photo, w, h), _pil(photo, w, h, lanczos)), (w, h)
+    assert np.array_equal(resize_for_clip(photo), _pil(photo, 224, 224, bicubic))
+    # width grows, height shrinks: the original's order (width first), not this Pillow's
+    mixed = resize_reference(photo, 80, 64)
+    assert np.array_equal(mixed, _two_pass(photo, 80, 64, lanczos, width_first=True))
+    assert not np.array_equal(mixed, _two_pass(photo, 80, 64, lanczos, width_first=False))
+    tall = rng.integers(0, 256, size=(300, 100, 3), dtype=np.uint8)  # 100 -> 224 grows, 300 -> 224 shrinks
+    clip = resize_for_clip(tall)
+    assert np.array_equal(clip, _two_pass(tall, 224, 224, bicubic, width_first=True))
+    assert not np.array_equal(clip, _two_pass(tall, 224, 224, bicubic, width_first=False))
+    # one axis only, or no change: one pass / a copy
+    assert np.array_equal(resize_reference(photo, 70, 64), _pil(photo, 70, 64, lanczos))
+    assert np.array_equal(resize_reference(photo, 70, 110), photo)
+    # the VAE input follows the same pixels
+    assert torch.equal(vae_preprocess(photo, 80, 64)[0].permute(1, 2, 0),
+                       torch.from_numpy(mixed).float() / 255.0 * 2.0 - 1.0)
+
+
+def test_reference_encoder_checks() -> None:
+    """Wrong encoders are named: an encoder giving a non-SD1.5 latent, a CLIP of another embedding width."""
+    image = np.random.default_rng(1).integers(0, 256, size=(50, 40, 3), dtype=np.uint8)
+    seen: list[torch.Tensor] = []
+
+    def sd15_vae(pixels: torch.Tensor) -> torch.Tensor:
+        seen.append(pixels)
+        return torch.ones(1, 4, pixels.shape[1] // 8, pixels.shape[2] // 8)
+
+    latent = encode_reference(image, 32, 24, sd15_vae)
+    assert tuple(seen[0].shape) == (1, 24, 32, 3) and seen[0].dtype == torch.float32
+    assert torch.equal(seen[0][0], torch.from_numpy(resize_reference(image, 32, 24)).float() / 255.0)
+    assert torch.allclose(latent, torch.full((1, 4, 3, 4), LATENT_SCALE))
+    for shape in ((1, 16, 3, 4), (1, 4, 1, 2)):  # other channels, 16x downscale
+        with pytest.raises(ValueError, match=re.escape(VAE_ERROR)):
+            encode_reference(image, 32, 24, lambda px, shape=shape: torch.zeros(shape))
+    embeds = embed_reference(image, lambda px: torch.ones(1, 1, 768), 768)  # (1, 1, D) is squeezed
+    assert tuple(embeds.shape) == (1, 768)
+    with pytest.raises(ValueError, match=re.escape(
+            "the CLIP vision model gives 1024-d image embeddings but the AniPortrait UNets expect 768-d")):
+        embed_reference(image, lambda px: torch.ones(1, 1024), 768)
+
+
+def test_check_inputs_messages() -> None:
+    from aniportrait_lib.video.sampler import check_inputs
+
+    ok = dict(width=64, height=64, num_frames=3, steps=2, cfg=3.5, context_frames=16, context_overlap=4)
+    check_inputs(**ok)
+    with pytest.raises(ValueError, match=re.escape("multiples of 8 (got 64x70): the VAE works at 1/8 size, so use "
+                                                   "e.g. 64x64.")):
+        check_inputs(**{**ok, "height": 70})
+    with pytest.raises(ValueError, match=re.escape("context_overlap (16) must be 0 or more and smaller than "
+                                                   "context_frames (16)")):
+        check_inputs(**{**ok, "context_overlap": 16})
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        check_inputs(**{**ok, "steps": 0})
+    with pytest.raises(ValueError, match=re.escape("cfg must be a finite number >= 1.0")):
+        check_inputs(**{**ok, "cfg": 0.5})
+
+
+def test_estimate_memory() -> None:
+    from aniportrait_lib.video.sampler import estimate_memory
+
+    # CFG batch 2 x min(frames, window) 16 x 64x64 latent x 320 x 64 x 2 bytes (fp16)
+    assert estimate_memory(48, 512, 512, 3.5, 16, torch.float16) == 2 * 16 * 64 * 64 * 320 * 64 * 2
+    assert estimate_memory(4, 512, 512, 1.0, 16, torch.float32) == 1 * 4 * 64 * 64 * 320 * 64 * 4

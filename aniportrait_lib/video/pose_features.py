@@ -1,0 +1,83 @@
+"""Per-window PoseGuider features for the stage-2 sampler, computed once per context window.
+
+The pose guider's input for a window (that window's pose frames, CFG-duplicated) is the same at every DDIM
+step, and so is its output, even with the batch-statistics BatchNorm (the batch is the same). The cache
+computes each window's features at the first step and reuses them; one copy of the bitwise-equal CFG rows
+is kept and expanded back when used.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+
+from .preprocess import prepare_pose_tensor
+
+__all__ = ["PoseFeatureCache", "run_pose_guider"]
+
+
+def run_pose_guider(pose_guider: torch.nn.Module, pose_in: torch.Tensor) -> list[torch.Tensor]:
+    """PoseGuider on one window (B, 3, f, H, W); turns the train-mode BatchNorm crash into a clear error."""
+    try:
+        return pose_guider(pose_in)
+    except ValueError as err:
+        if "more than 1 value per channel" in str(err):
+            raise ValueError(
+                "The pose guider's batch-statistics BatchNorm needs more than one value per channel: "
+                "use a larger width/height (> 64 px) or more frames."
+            ) from err
+        raise
+
+
+def _compact_rows(features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Keep one row of batch-duplicated features (rows bitwise equal), else the features unchanged."""
+    if all(f.shape[0] == 1 or all(torch.equal(f[0], f[r]) for r in range(1, f.shape[0])) for f in features):
+        return [f[:1] for f in features]
+    return list(features)
+
+
+class PoseFeatureCache:
+    """Pose features per context window.
+
+    The pose video stays on the CPU as uint8 (1.5 MB/frame at 512x512 instead of 3 MB of fp16 on the
+    GPU); a window's frames are moved and converted on the device when its features are computed.
+
+    Args:
+        pose_guider: the PoseGuider module (its BatchNorm mode is left as it is).
+        poses: uint8 (F, H, W, 3) CPU tensor of pose frames, channels as stored.
+        size: (height, width) in pixels the frames are resized to (nearest, like the original).
+        batch: CFG batch size (2 with guidance, else 1); the guider sees the window repeated this often.
+        device, dtype: where and in which dtype the guider runs.
+        enabled: False recomputes the features at every call (the original's behaviour; same numbers).
+        budget_bytes: device memory the cache may use (one window is about 63 MB at 512x512 fp16);
+            windows beyond it are parked on ``overflow_device`` and copied back when used, so VRAM does
+            not grow with the video length.
+    """
+
+    def __init__(self, pose_guider: torch.nn.Module, poses: torch.Tensor, size: tuple[int, int], batch: int,
+                 device: torch.device, dtype: torch.dtype, enabled: bool = True, budget_bytes: int = 1 << 30,
+                 overflow_device: Union[str, torch.device] = "cpu") -> None:
+        self.pose_guider, self.poses, self.size, self.batch = pose_guider, poses, size, batch
+        self.device, self.dtype, self.enabled = device, dtype, enabled
+        self.bytes_left, self.overflow_device = budget_bytes, overflow_device
+        self._cache: dict[int, list[torch.Tensor]] = {}
+
+    def features(self, key: int, frames: torch.Tensor) -> list[torch.Tensor]:
+        """The guider's features for window ``key`` (frame indices ``frames``, a CPU long tensor):
+        a list of (batch, C_k, f, H_k, W_k) tensors on the device."""
+        if key in self._cache:
+            return [f.to(self.device, non_blocking=True).expand(self.batch, *f.shape[1:]) for f in self._cache[key]]
+        window = self.poses.index_select(0, frames).to(self.device, non_blocking=True)
+        pose_in = prepare_pose_tensor(window, *self.size).to(self.dtype).repeat(self.batch, 1, 1, 1, 1)
+        features = run_pose_guider(self.pose_guider, pose_in)
+        if self.enabled:
+            self._store(key, _compact_rows(features))
+        return features
+
+    def _store(self, key: int, kept: list[torch.Tensor]) -> None:
+        size = sum(f.numel() * f.element_size() for f in kept)
+        if size > self.bytes_left:  # long videos: park the rest of the cache in host memory
+            kept = [f.to(self.overflow_device) for f in kept]
+        else:
+            self.bytes_left -= size
+        self._cache[key] = kept

@@ -1,0 +1,149 @@
+"""The Lmk2Video Sampler node in-process, with real ComfyUI types: core ``comfy.sd.VAE`` and CLIP vision
+models, Lmk2Video models loaded through the pack's loader node, on the CPU.
+
+Weights are random (``aniportrait_lib.random_weights``); the tests check the node's plumbing and its
+messages, the numbers are the library's (tests/lib/test_sampler.py).
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+WIDTH = HEIGHT = 64
+FRAMES, STEPS = 3, 2
+
+
+@pytest.fixture(scope="module")
+def comfy_models(pack):
+    """(core VAE, core CLIP vision, the pack's Lmk2VideoModels) with random weights."""
+    import comfy.clip_vision
+    import comfy.sd
+    import comfy.utils
+
+    from aniportrait_lib import random_weights
+    from aniportrait_lib.video.loading import RELEASED_FILES
+
+    folder = pack.work_dir / "models"
+    vae_path = random_weights.save_sd_vae(folder / "sd-vae.safetensors")
+    clip_path = random_weights.save_clip_vision_vitl(folder / "clip-vit-l.safetensors")
+    random_weights.save_lmk2video_models(folder / "aniportrait", seed=0)
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(vae_path)))
+    clip = comfy.clip_vision.load(str(clip_path))
+    names = [RELEASED_FILES[r] for r in ("reference_unet", "denoising_unet", "motion_module", "pose_guider")]
+    models = pack.nodes.loaders.LoadLmk2VideoModels.execute(*names, "auto").args[0]
+    return vae, clip, models
+
+
+def _images(n: int, seed: int) -> torch.Tensor:
+    """A core IMAGE batch (n, 64, 64, 3), float 0..1."""
+    return torch.rand(n, HEIGHT, WIDTH, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def _execute(pack, vae, clip, models, **overrides):
+    args = dict(lmk2video_models=models, vae=vae, clip_vision=clip, reference_image=_images(1, 0),
+                pose_images=_images(FRAMES, 1), width=WIDTH, height=HEIGHT, steps=STEPS, cfg=3.5, seed=0,
+                context_frames=16, context_overlap=4)
+    args.update(overrides)
+    return pack.nodes.sampling.Lmk2VideoSampler.execute(**args)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(pack, comfy_models):
+    """One real run: 64x64, 2 steps, 3 frames, a reference BATCH of two images (only the first is used)."""
+    vae, clip, models = comfy_models
+    return _execute(pack, vae, clip, models, reference_image=_images(2, 0))
+
+
+def test_tiny_run_returns_a_latent_per_frame(tiny_run) -> None:
+    samples = tiny_run.args[0]["samples"]
+    assert tuple(samples.shape) == (FRAMES, 4, HEIGHT // 8, WIDTH // 8)
+    assert samples.dtype == torch.float32 and torch.isfinite(samples).all()
+
+
+def test_reference_batch_is_reduced_to_its_first_image_with_a_note(tiny_run) -> None:
+    assert tiny_run.ui is not None
+    assert tiny_run.ui.as_dict()["text"] == (
+        "the reference image input holds 2 images; only the first one is used.",)
+
+
+def test_a_vae_with_other_latent_channels_is_refused(pack, comfy_models) -> None:
+    """A real core VAE with 8 latent channels (the SD1.5 file with its latent-facing layers widened)."""
+    import comfy.sd
+    import comfy.utils
+
+    _, clip, models = comfy_models
+    sd = comfy.utils.load_torch_file(str(pack.work_dir / "models" / "sd-vae.safetensors"))
+    channels = 8
+    for key, shape in {"encoder.conv_out.weight": (2 * channels, 512, 3, 3), "encoder.conv_out.bias": (2 * channels,),
+                       "quant_conv.weight": (2 * channels, 2 * channels, 1, 1), "quant_conv.bias": (2 * channels,),
+                       "post_quant_conv.weight": (channels, channels, 1, 1), "post_quant_conv.bias": (channels,),
+                       "decoder.conv_in.weight": (512, channels, 3, 3)}.items():
+        sd[key] = torch.randn(shape, dtype=torch.float16) * 0.02
+    other = comfy.sd.VAE(sd=sd)
+    assert other.latent_channels == channels
+    with pytest.raises(ValueError, match=re.escape(
+            "the VAE is not an SD1.5 VAE (4 latent channels, 8x downscale); load sd-vae-ft-mse.")):
+        _execute(pack, other, clip, models)
+
+
+def test_a_clip_vision_with_other_embedding_width_is_refused(pack, comfy_models, tmp_path) -> None:
+    """A real core CLIP vision model (small ViT, random weights) whose projection gives 512-d embeddings."""
+    import comfy.clip_vision
+
+    vae, _, models = comfy_models
+    config = dict(hidden_act="quick_gelu", hidden_size=64, image_size=224, intermediate_size=128,
+                  layer_norm_eps=1e-5, model_type="clip_vision_model", num_attention_heads=4, num_channels=3,
+                  num_hidden_layers=2, patch_size=32, projection_dim=512)
+    (tmp_path / "clip.json").write_text(json.dumps(config))
+    clip = comfy.clip_vision.ClipVisionModel(str(tmp_path / "clip.json"))
+    gen = torch.Generator().manual_seed(0)
+    clip.load_sd({k: (torch.ones_like(v) if "layer_norm" in k and k.endswith("weight") else
+                      torch.randn(v.shape, generator=gen).to(v.dtype) * 0.02) for k, v in clip.get_sd().items()})
+    with pytest.raises(ValueError, match=re.escape(
+            "the CLIP vision model gives 512-d image embeddings but the AniPortrait UNets expect 768-d: load the "
+            "image encoder of lambdalabs/sd-image-variations-diffusers (CLIP ViT-L/14 with projection).")):
+        _execute(pack, vae, clip, models)
+
+
+def test_width_not_a_multiple_of_8_is_refused(pack, comfy_models) -> None:
+    vae, clip, models = comfy_models
+    with pytest.raises(ValueError, match=re.escape(
+            "width and height must be multiples of 8 (got 68x64): the VAE works at 1/8 size, so use e.g. 64x64.")):
+        _execute(pack, vae, clip, models, width=68)
+
+
+def test_context_overlap_not_below_context_frames_is_refused(pack, comfy_models) -> None:
+    vae, clip, models = comfy_models
+    with pytest.raises(ValueError, match=re.escape(
+            "context_overlap (8) must be 0 or more and smaller than context_frames (8): lower context_overlap or "
+            "raise context_frames.")):
+        _execute(pack, vae, clip, models, context_frames=8, context_overlap=8)
+
+
+def test_schema_has_no_multi_input_validation(pack) -> None:
+    """ComfyUI reports validate_inputs' message on every input it names; the node relies on per-input
+    schema ranges and the library's checks instead."""
+    assert "validate_inputs" not in vars(pack.nodes.sampling.Lmk2VideoSampler)
+
+
+def test_weight_dtype_falls_back_when_comfyui_answers_fp8(pack, comfy_models, monkeypatch) -> None:
+    """``--fp8_e4m3fn-unet`` makes ComfyUI answer fp8, which plain torch layers cannot run."""
+    import comfy.model_management as mm
+
+    from aniportrait_lib.video.loading import RELEASED_FILES
+
+    adapter = pack.nodes.comfy_adapter
+    monkeypatch.setattr(mm, "unet_dtype", lambda *args, **kwargs: torch.float8_e4m3fn)
+    monkeypatch.setattr(mm, "should_use_fp16", lambda *args, **kwargs: False)
+    assert adapter.pick_weight_dtype(None) == torch.float32
+    assert adapter.pick_weight_dtype(torch.bfloat16) == torch.bfloat16  # an explicit choice is kept
+    monkeypatch.setattr(mm, "should_use_fp16", lambda *args, **kwargs: True)
+    assert adapter.pick_weight_dtype(None) == torch.float16
+    monkeypatch.setattr(mm, "should_use_fp16", lambda *args, **kwargs: False)
+    names = [RELEASED_FILES[r] for r in ("reference_unet", "denoising_unet", "motion_module", "pose_guider")]
+    bundle = pack.nodes.loaders.LoadLmk2VideoModels.execute(*names, "auto").args[0]
+    assert bundle.dtype == torch.float32
+    assert next(bundle.video_unet.parameters()).dtype == torch.float32
