@@ -115,7 +115,7 @@ def test_scheduler_config_and_quirks() -> None:
     sched.set_timesteps(25)
     out = sched.step(v, 39, x)
     assert torch.allclose(out.prev_sample, out.pred_original_sample, atol=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"steps must be between 1 and \d+, got 0"):
         sched.set_timesteps(0)
 
 
@@ -159,15 +159,15 @@ def test_context_windows_wrap_and_validation() -> None:
     assert uniform_context_windows(5) == [list(range(5))]
     assert uniform_context_windows(1) == [[0]]
     assert uniform_context_windows(10, 4, 0) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
-    for kwargs in (
-        dict(num_frames=0),
-        dict(num_frames=20, context_frames=0),
-        dict(num_frames=20, context_frames=16, context_overlap=16),
-        dict(num_frames=20, context_frames=16, context_overlap=20),
-        dict(num_frames=20, context_overlap=-1),
-        dict(num_frames=20, context_stride=0),
+    for kwargs, message in (
+        (dict(num_frames=0), "needs at least 1 frame, got 0"),
+        (dict(num_frames=20, context_frames=0), "context_frames must be at least 1, got 0"),
+        (dict(num_frames=20, context_frames=16, context_overlap=16), r"context_overlap \(16\) must be smaller than context_frames \(16\)"),
+        (dict(num_frames=20, context_frames=16, context_overlap=20), r"context_overlap \(20\) must be smaller than context_frames \(16\)"),
+        (dict(num_frames=20, context_overlap=-1), "context_overlap must be >= 0, got -1"),
+        (dict(num_frames=20, context_stride=0), "context_stride must be at least 1, got 0"),
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=message):
             uniform_context_windows(**kwargs)
 
 
@@ -479,7 +479,7 @@ def test_noise_matches_global_manual_seed() -> None:
     finally:
         torch.random.set_rng_state(state)
     assert torch.equal(make_noise(shape, 1234), expected)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\), got -1"):
         make_noise(shape, -1)
 
 
@@ -520,19 +520,19 @@ def test_input_validation(pipeline_case: tuple[Path, dict], tiny_models: Any) ->
     ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 4)
     good = dict(steps=1, cfg=2.0)
     bad_cases = [
-        (dict(), dict(cfg=0.5)),
-        (dict(), dict(cfg=float("nan"))),
-        (dict(), dict(steps=0)),
-        (dict(), dict(context_overlap=16)),
-        (dict(poses=poses[:0]), dict()),
-        (dict(poses=poses[..., :2]), dict()),
-        (dict(ref_latent=ref_latent[:, :3]), dict()),
-        (dict(clip_embeds=clip_embeds.repeat(2, 1)), dict()),
+        (dict(), dict(cfg=0.5), r"cfg must be a finite number >= 1.0 \(1.0 disables guidance\), got 0.5"),
+        (dict(), dict(cfg=float("nan")), "cfg must be a finite number >= 1.0"),
+        (dict(), dict(steps=0), "steps must be an integer >= 1, got 0"),
+        (dict(), dict(context_overlap=16), r"context_overlap \(16\) must be 0 or more and smaller than context_frames \(16\)"),
+        (dict(poses=poses[:0]), dict(), "pose_images holds no frames|pose images input is empty"),
+        (dict(poses=poses[..., :2]), dict(), "has 2 channels"),
+        (dict(ref_latent=ref_latent[:, :3]), dict(), r"ref_latent must have shape \(1, 4, H/8, W/8\)"),
+        (dict(clip_embeds=clip_embeds.repeat(2, 1)), dict(), r"clip_embeds must have shape \(1, D\)"),
     ]
-    for inputs, kwargs in bad_cases:
+    for inputs, kwargs, message in bad_cases:
         args = dict(ref_latent=ref_latent, clip_embeds=clip_embeds, poses=poses)
         args.update(inputs)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=message):
             sample_video(tiny_models, args["ref_latent"], args["clip_embeds"], args["poses"], **{**good, **kwargs})
 
 
@@ -561,9 +561,9 @@ def test_preprocess_shapes_and_ranges() -> None:
     overshoot = frames.astype(np.float32) / 255.0
     overshoot[0, 0, 0, 0] = 1.001  # an upscaler's overshoot is clipped, not read as 0..255 data
     assert prepare_pose_tensor(overshoot)[0, 0, 0, 0, 0] == 509.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the pose images input has pixel values from -1 to"):
         prepare_pose_tensor(frames.astype(np.float32) - 1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the pose images input has 2 channels"):
         prepare_pose_tensor(frames[..., :2])
     assert prepare_pose_tensor(frames, 32, 48).shape == (1, 3, 3, 32, 48)
     image = gen.integers(0, 256, size=(50, 40, 3), dtype=np.uint8)
