@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -72,9 +73,27 @@ def execution_error(history: dict) -> dict | None:
     return None
 
 
-def start_server(work: Path, port: int = 8299, models: Path | None = None) -> ComfyServer:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it: bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+#: what start-comfyui.sh / ComfyUI say when the port was taken between free_port() and the server's bind
+_PORT_TAKEN = ("already answers on", "address already in use", "errno 98")
+
+
+def start_server(work: Path, port: int | None = None, models: Path | None = None, attempts: int = 3,
+                 front_end_root: Path | None = None) -> ComfyServer:
     """Start ComfyUI with only this pack; input/output under ``work``, models under ``models`` (default
-    ``work/models``) through extra_model_paths.yaml (folders aniportrait/, vae/, clip_vision/)."""
+    ``work/models``) through extra_model_paths.yaml (folders aniportrait/, vae/, clip_vision/).
+
+    ``port=None`` (the default) takes a free port, and another one if that was taken before the
+    server bound it (up to ``attempts`` tries); a given ``port`` is tried once.
+    ``front_end_root`` (a frontend's built ``static`` folder) serves that web frontend instead of
+    the pinned comfyui-frontend-package (ComfyUI's ``--front-end-root``).
+    """
     work.mkdir(parents=True, exist_ok=True)
     models = Path(models) if models is not None else work / "models"
     (models / "aniportrait").mkdir(parents=True, exist_ok=True)
@@ -89,17 +108,27 @@ def start_server(work: Path, port: int = 8299, models: Path | None = None) -> Co
         "    vae: vae\n"
         "    clip_vision: clip_vision\n"
     )
-    cmd = [
-        "bash", str(VENDOR / "start-comfyui.sh"), "--dir", str(comfy_dir()), "--port", str(port),
-        "--pack", f"aniportrait={REPO_ROOT}", "--only-packs", "--strict", "--timeout", "300",
-        "--", "--input-directory", str(inp), "--output-directory", str(out),
-        "--extra-model-paths-config", str(extra), "--disable-api-nodes",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ComfyUI did not start (exit {proc.returncode}):\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}")
-    env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line and line.startswith("COMFYUI_"))
-    return ComfyServer(env["COMFYUI_URL"].rstrip("/"), Path(env["COMFYUI_ROOT"]), inp, out, models, Path(env["COMFYUI_LOG"]), port)
+    tries = 1 if port is not None else max(1, attempts)
+    for attempt in range(tries):
+        chosen = port if port is not None else free_port()
+        cmd = [
+            "bash", str(VENDOR / "start-comfyui.sh"), "--dir", str(comfy_dir()), "--port", str(chosen),
+            "--pack", f"aniportrait={REPO_ROOT}", "--only-packs", "--strict", "--timeout", "300",
+            "--", "--input-directory", str(inp), "--output-directory", str(out),
+            "--extra-model-paths-config", str(extra), "--disable-api-nodes",
+        ]
+        if front_end_root is not None:
+            cmd += ["--front-end-root", str(front_end_root)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if proc.returncode == 0:
+            env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line and line.startswith("COMFYUI_"))
+            return ComfyServer(env["COMFYUI_URL"].rstrip("/"), Path(env["COMFYUI_ROOT"]), inp, out, models,
+                               Path(env["COMFYUI_LOG"]), chosen)
+        port_taken = any(marker in proc.stderr.lower() for marker in _PORT_TAKEN)
+        if not (port_taken and attempt + 1 < tries):
+            raise RuntimeError(f"ComfyUI did not start on port {chosen} (exit {proc.returncode}):\n"
+                               f"{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}")
+    raise AssertionError("unreachable")
 
 
 def stop_server(server: ComfyServer) -> None:
@@ -108,7 +137,9 @@ def stop_server(server: ComfyServer) -> None:
 
 
 def load_workflow(name: str) -> dict:
-    return json.loads((REPO_ROOT / "workflows" / name).read_text())
+    """An API-format prompt of tests/e2e/prompts/ (``aniportrait_stage1_api.json``, ...): the twin of the
+    UI workflow of the same base name in workflows/, which the e2e tests queue."""
+    return json.loads((REPO_ROOT / "tests" / "e2e" / "prompts" / name).read_text())
 
 
 def unique_prefix(prefix: str) -> str:

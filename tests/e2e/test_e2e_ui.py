@@ -5,17 +5,25 @@ without overlapping nodes (the frontend's own bounding boxes), has only valid wi
 turns back (graphToPrompt) into exactly its API twin of tests/e2e/prompts/, which the other e2e
 tests queue. A screenshot at fit view of each goes to the test's temporary folder, or to docs/
 (the README shows those) with ANIPORTRAIT_UPDATE_DOCS=1.
+
+The browser tests run twice: in the frontend the vendored ComfyUI pins (comfyui-frontend-package 1.27.10,
+in its venv) and in the newest 1.x release on PyPI, which scripts/install_newest_frontend.py installs into
+a folder of its own and a second server serves with ``--front-end-root``. The versions are printed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import sys
 
 import pytest
 import requests
 
-from comfy_server import REPO_ROOT, load_workflow
+import install_newest_frontend
+from comfy_server import REPO_ROOT, comfy_dir, load_workflow, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 
@@ -24,10 +32,21 @@ KNOWN_HARMLESS_PAGE_ERRORS = ("Cannot read properties of undefined (reading 'id'
 WORKFLOWS = REPO_ROOT / "workflows"
 NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 VIEWPORT = {"width": 2560, "height": 1100}
+FRONTENDS = ["pinned", "newest"]
+
+
+def pinned_frontend_version() -> str:
+    """The comfyui-frontend-package version the vendored ComfyUI's requirements.txt pins (its venv has it)."""
+    text = (comfy_dir() / "ComfyUI" / "requirements.txt").read_text()
+    return re.search(r"^comfyui-frontend-package==(\S+)", text, re.M).group(1)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version))
 
 
 @pytest.fixture(scope="module")
-def ui_server(stage2_models):
+def workflow_inputs(stage2_models):
     """The e2e server with every model file and example input the workflows name, so each file list is real."""
     for src in (REPO_ROOT / "example_inputs").iterdir():
         if src.suffix != ".md" and not (stage2_models.input_dir / src.name).exists():
@@ -35,10 +54,44 @@ def ui_server(stage2_models):
     return stage2_models
 
 
+@pytest.fixture(scope="module", params=FRONTENDS)
+def frontend(request):
+    """(which, version, static folder): the pinned frontend (served by default, no folder) or the newest 1.x of
+    PyPI (installed into its own folder when it is not there yet; ANIPORTRAIT_NEWEST_FRONTEND=1.58.1 picks
+    that release instead, to reproduce a run)."""
+    pinned = pinned_frontend_version()
+    if request.param == "pinned":
+        return "pinned", pinned, None
+    version, static = install_newest_frontend.ensure(os.environ.get("ANIPORTRAIT_NEWEST_FRONTEND") or None,
+                                                     python=sys.executable)
+    assert _version_key(version) > _version_key(pinned), f"the newest frontend {version} is not newer than {pinned}"
+    return "newest", version, static
+
+
 @pytest.fixture(scope="module")
-def page(ui_server):
+def ui_server(workflow_inputs, frontend, tmp_path_factory):
+    """The server whose web page the browser loads: the e2e server for the pinned frontend; for the newest one a
+    second server with ``--front-end-root``, over the same model folders and a copy of the same inputs."""
+    which, _, static = frontend
+    if static is None:
+        yield workflow_inputs
+        return
+    srv = start_server(tmp_path_factory.mktemp(f"comfy_frontend_{which}"), models=workflow_inputs.models_dir,
+                       front_end_root=static)
+    try:
+        for src in workflow_inputs.input_dir.iterdir():
+            if src.is_file():
+                shutil.copyfile(src, srv.input_dir / src.name)
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def page(ui_server, frontend, request):
     from playwright.sync_api import sync_playwright
 
+    which, version, _ = frontend
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
@@ -46,7 +99,13 @@ def page(ui_server):
         pg.errors = []
         pg.on("pageerror", lambda e: pg.errors.append(str(e)))
         pg.goto(ui_server.url + "/", wait_until="networkidle")
-        pg.wait_for_function("() => window.app && window.app.graph && window.LiteGraph && window.app.canvas")
+        pg.wait_for_function(_READY)
+        served = pg.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || null")
+        api = pg.evaluate(_API)
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():  # in the CI log, -q too
+            print(f"\n[frontend] {which}: comfyui-frontend-package {version} (page reports {served}), {api}")
+        assert served in (None, version), f"{which}: the page runs frontend {served}, not {version}"
         pg.evaluate(_SCREENSHOT_VIEW)
         yield pg
         browser.close()
@@ -58,10 +117,11 @@ def object_info(ui_server):
 
 
 @pytest.fixture(scope="module")
-def screenshot_dir(tmp_path_factory):
-    if os.environ.get("ANIPORTRAIT_UPDATE_DOCS") == "1":
+def screenshot_dir(tmp_path_factory, frontend):
+    """docs/ (ANIPORTRAIT_UPDATE_DOCS=1) gets the pinned frontend's screenshots only: the README shows those."""
+    if os.environ.get("ANIPORTRAIT_UPDATE_DOCS") == "1" and frontend[0] == "pinned":
         return REPO_ROOT / "docs"
-    return tmp_path_factory.mktemp("screenshots")
+    return tmp_path_factory.mktemp(f"screenshots_{frontend[0]}")
 
 
 def test_workflows_folder_holds_only_ui_workflows_each_with_its_thumbnail():
@@ -73,7 +133,8 @@ def test_workflows_folder_holds_only_ui_workflows_each_with_its_thumbnail():
     assert not list(WORKFLOWS.glob("*_api.json")), "API prompts live in tests/e2e/prompts/"
 
 
-def test_templates_browser_lists_each_workflow_and_serves_its_thumbnail(ui_server):
+def test_templates_browser_lists_each_workflow_and_serves_its_thumbnail(workflow_inputs):
+    ui_server = workflow_inputs  # the backend's answer: the same whichever frontend is served
     listed = requests.get(f"{ui_server.url}/workflow_templates", timeout=30).json()
     packs = [k for k, names in listed.items() if "aniportrait_audio2video" in names]
     assert len(packs) == 1, listed
@@ -85,15 +146,38 @@ def test_templates_browser_lists_each_workflow_and_serves_its_thumbnail(ui_serve
         assert r.status_code == 200 and r.json()["nodes"]
 
 
+# The JavaScript below runs in both frontends. 1.27.10 and 1.58.1 offer the same globals (window.app,
+# window.LiteGraph, app.graphToPrompt, app.loadGraphData, app.extensionManager's setting / command, canvas.ds's
+# fitToBounds / convertOffsetToCanvas) and both keep the private graph._nodes / _groups / group._bounding next
+# to public getters (graph.nodes / groups, group.boundingRect), which the code prefers, falling back to the
+# private names. What differs: 1.58's zoom / minimap buttons are no PrimeVue .p-buttongroup (hidden through the
+# minimap button's container); 1.58 polls /api/jobs, which the 0.3.64 backend lacks (404s in the console, no
+# page error); 1.27 throws one harmless page error offline (KNOWN_HARMLESS_PAGE_ERRORS), 1.58 none.
+_READY = "() => window.app && window.app.graph && window.LiteGraph && window.app.canvas"
+
+# which of those APIs this frontend has (printed with its version)
+_API = """() => {
+    const app = window.app, graph = app.graph, has = (o, k) => !!o && k in o;
+    return {
+        nodes: has(graph, "nodes") ? "graph.nodes" : "graph._nodes",
+        groups: has(graph, "groups") ? "graph.groups" : "graph._groups",
+        graphToPrompt: typeof app.graphToPrompt === "function",
+        registered_node_types: has(window.LiteGraph, "registered_node_types"),
+        settings: has(app.extensionManager && app.extensionManager.setting, "set"),
+    };
+}"""
+
 # the canvas alone (focus mode: no menus; no minimap, no render info) with text drawn at fit-view zoom
 _SCREENSHOT_VIEW = """async () => {
-    const app = window.app;
-    await app.extensionManager.setting.set("Comfy.Minimap.Visible", false);
-    await app.extensionManager.setting.set("LiteGraph.Canvas.MinFontSizeForLOD", 1);
-    await app.extensionManager.command.execute("Workspace.ToggleFocusMode");
+    const app = window.app, ext = app.extensionManager || {};  // cosmetic only: skipped where a frontend lacks it
+    if (ext.setting && ext.setting.set) {
+        await ext.setting.set("Comfy.Minimap.Visible", false);
+        await ext.setting.set("LiteGraph.Canvas.MinFontSizeForLOD", 1);
+    }
+    if (ext.command && ext.command.execute) await ext.command.execute("Workspace.ToggleFocusMode");
     app.canvas.show_info = false;
-    const style = document.createElement("style");
-    style.textContent = ".p-buttongroup { display: none !important; }";  // the zoom controls
+    const style = document.createElement("style");  // the zoom controls: 1.27's button group, 1.58's toolbar
+    style.textContent = ".p-buttongroup, div:has(> [data-testid='toggle-minimap-button']) { display: none !important; }";
     document.head.appendChild(style);
 }"""
 
@@ -102,13 +186,16 @@ _INSPECT = """async (wf) => {
     await app.loadGraphData(wf);
     await new Promise(r => setTimeout(r, 2000));  // image / video previews load and may resize their nodes
     const graph = app.graph, canvas = app.canvas;
-    const missing = graph._nodes.filter(n => !LG.registered_node_types[n.type]).map(n => n.type);
+    const allNodes = Array.from(graph.nodes || graph._nodes), allGroups = Array.from(graph.groups || graph._groups);
+    const rectOf = (g) => Array.from(g.boundingRect || g._bounding);
+    if (typeof app.graphToPrompt !== "function") throw new Error("this frontend has no app.graphToPrompt");
+    const missing = allNodes.filter(n => !LG.registered_node_types[n.type]).map(n => n.type);
     // fit view: every node and group in the window
     let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
     const grow = (r) => { x0 = Math.min(x0, r[0]); y0 = Math.min(y0, r[1]); x1 = Math.max(x1, r[0] + r[2]); y1 = Math.max(y1, r[1] + r[3]); };
     canvas.draw(true, true);  // fills the nodes' bounding boxes
-    graph._nodes.forEach(n => grow(n.getBounding()));
-    graph._groups.forEach(g => grow(g._bounding));
+    allNodes.forEach(n => grow(n.getBounding()));
+    allGroups.forEach(g => grow(rectOf(g)));
     canvas.ds.fitToBounds([x0 - 20, y0 - 20, x1 - x0 + 40, y1 - y0 + 40], {zoom: 0.97});
     canvas.setDirty(true, true);
     canvas.draw(true, true);
@@ -123,14 +210,14 @@ _INSPECT = """async (wf) => {
         if (typeof v === "function") v = v(w, null);
         return Array.isArray(v) ? v : null;
     };
-    const nodes = graph._nodes.map(n => ({
+    const nodes = allNodes.map(n => ({
         id: n.id, type: n.type, title: n.title, bounding: Array.from(n.getBounding()),
         widgets: (n.widgets || []).filter(w => w.serialize !== false || values(w)).map(w => ({
             name: w.name, type: w.type, value: (typeof w.value === "object" ? null : w.value),
             options: values(w), min: w.options ? w.options.min : undefined, max: w.options ? w.options.max : undefined,
         })),
     }));
-    const groups = graph._groups.map(g => ({title: g.title, bounding: Array.from(g._bounding)}));
+    const groups = allGroups.map(g => ({title: g.title, bounding: rectOf(g)}));
     const prompt = await app.graphToPrompt();
     return {missing, nodes, groups, clip, output: prompt.output};
 }"""
