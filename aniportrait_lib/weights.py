@@ -99,6 +99,21 @@ def identify_layout(keys: Iterable[str]) -> str | None:
     return None
 
 
+def expect_layout(state_dict: Mapping[str, object], expected: str, file_label: str) -> None:
+    """Refuse another recognisable model's file before anything is built from its shapes.
+
+    ``expected`` is a key of :data:`LAYOUT_NAMES`. Files whose layout is not recognised pass (the strict
+    key/shape check that follows reports them).
+    """
+    found = identify_layout(state_dict.keys())
+    if found is not None and found != expected:
+        log.warning("%s: its %d keys look like %s, not %s (first keys: %s)", file_label, len(state_dict),
+                    found, expected, ", ".join(list(state_dict)[:MAX_KEYS_IN_MESSAGE]))
+        raise CheckpointError(
+            f"{file_label} is another model's file: expected {LAYOUT_NAMES[expected]}, found {LAYOUT_NAMES[found]}."
+        )
+
+
 def _unsafe_pickle(exc: BaseException) -> bool:
     """True when torch's weights-only unpickler refused the file for holding code/objects (not for being junk)."""
     import pickle

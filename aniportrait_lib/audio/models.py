@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ import torch.nn.functional as F
 from .. import weights
 from ..positional import sinusoidal_table
 from . import wav2vec
+
+log = logging.getLogger(__name__)
 
 #: number of speaking-style ids of the released Audio2Pose
 NUM_STYLE_IDS = 100
@@ -268,14 +271,15 @@ def build_audio2pose(config: Audio2PoseConfig, device: torch.device | str = "cpu
         return Audio2Pose(config).eval()
 
 
-def _load(builder, config_fn, sd: Mapping[str, torch.Tensor], path, what: str) -> nn.Module:
-    cfg = config_fn(sd)
+def _load(builder, config_fn, sd: Mapping[str, torch.Tensor], path, what: str, layout: str) -> nn.Module:
+    weights.expect_layout(sd, layout, weights.file_label(path))
     try:
-        model = builder(cfg, device="meta")
+        model = builder(config_fn(sd), device="meta")
     except Exception as exc:  # nonsense shapes in a wrong file make the constructor fail
+        log.warning("%s: building %s failed: %s", weights.file_label(path), what, exc)
         raise weights.CheckpointError(
-            f"{weights.file_label(path)} does not look like an {what} checkpoint ({exc})."
-        ) from exc
+            f"{weights.file_label(path)} does not look like an {what} checkpoint: pick the released file."
+        ) from None
     expected = release_state_dict(model)
     weights.check_state_dict(expected, sd, weights.file_label(path), what)
     module_sd = wav2vec.to_module_keys(sd, set(model.state_dict()))
@@ -285,9 +289,9 @@ def _load(builder, config_fn, sd: Mapping[str, torch.Tensor], path, what: str) -
 
 def load_audio2mesh(sd: Mapping[str, torch.Tensor], path: str | Path | None = None) -> Audio2Mesh:
     """Build an Audio2Mesh from a release-layout state dict (fp16 or fp32 tensors), strictly."""
-    return _load(build_audio2mesh, audio2mesh_config_from_state_dict, sd, path, "Audio2Mesh (audio2mesh.pt)")
+    return _load(build_audio2mesh, audio2mesh_config_from_state_dict, sd, path, "Audio2Mesh (audio2mesh.pt)", "audio2mesh")
 
 
 def load_audio2pose(sd: Mapping[str, torch.Tensor], path: str | Path | None = None) -> Audio2Pose:
     """Build an Audio2Pose from a release-layout state dict (fp16 or fp32 tensors), strictly."""
-    return _load(build_audio2pose, audio2pose_config_from_state_dict, sd, path, "Audio2Pose (audio2pose.pt)")
+    return _load(build_audio2pose, audio2pose_config_from_state_dict, sd, path, "Audio2Pose (audio2pose.pt)", "audio2pose")

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..weights import CheckpointError, check_state_dict, file_label, read_state_dict
+from ..weights import CheckpointError, check_state_dict, expect_layout, file_label, read_state_dict
 from .pose_guider import PoseGuider, build_pose_guider
 from .unet import (
     ReferenceUNet,
@@ -191,6 +191,7 @@ def load_reference_unet(source: PathLike | StateDict, config: Mapping[str, Any] 
                         device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> ReferenceUNet:
     """Load ``reference_unet.pth`` (path or state dict). ``config`` None = inferred from the keys (SD1.5 heads/groups)."""
     sd, path = _read(source)
+    expect_layout(sd, "reference_unet", file_label(path, "reference UNet state dict"))
     cfg = dict(config) if config is not None else infer_unet_config(sd)
     model = build_reference_unet(cfg, device="meta", dtype=dtype)
     check_state_dict(model.state_dict(), sd, file_label(path, "reference UNet state dict"), "reference UNet")
@@ -207,6 +208,8 @@ def load_video_unet(denoising: PathLike | StateDict, motion: PathLike | StateDic
     """
     den_sd, den_path = _read(denoising)
     mm_sd, mm_path = _read(motion)
+    expect_layout(den_sd, "denoising_unet", file_label(den_path, "denoising UNet state dict"))
+    expect_layout(mm_sd, "motion_module", file_label(mm_path, "motion module state dict"))
     cfg = dict(config) if config is not None else infer_unet_config(den_sd)
     mkw = dict(motion_kwargs) if motion_kwargs is not None else infer_motion_kwargs(mm_sd)
     model = build_video_unet(cfg, mkw, device="meta", dtype=dtype)
@@ -225,6 +228,7 @@ def load_pose_guider(source: PathLike | StateDict, config: PoseGuiderConfig | No
                      batch_norm_mode: str = "batch_stats") -> PoseGuider:
     """Load ``pose_guider.pth``. ``config`` None = width inferred, heads 16 / groups 32 (the original's)."""
     sd, path = _read(source)
+    expect_layout(sd, "pose_guider", file_label(path, "pose guider state dict"))
     cfg = config if config is not None else infer_pose_guider_config(sd)
     model = build_pose_guider(cfg.noise_latent_channels, cfg.attention_heads, cfg.attention_head_dim,
                               cfg.norm_groups, batch_norm_mode, device="meta", dtype=dtype)

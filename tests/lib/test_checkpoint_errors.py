@@ -111,7 +111,7 @@ def test_audio2pose_file_picked_as_audio2mesh(tmp_path, caplog):
                 path, "is another model's file: expected audio2mesh.pt (Audio2Mesh), found audio2pose.pt (Audio2Pose).")) as err:
             models.load_audio2mesh(weights.read_state_dict(path), path)
     _assert_clean(err)
-    assert "unexpected key" in caplog.text  # the key-by-key detail is logged
+    assert "look like audio2pose, not audio2mesh" in caplog.text  # the detail is logged
 
 
 def test_audio2mesh_file_picked_as_audio2pose(tmp_path):
@@ -177,3 +177,19 @@ def reference_manifests():
     import json
 
     return lambda name: json.loads((folder / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("loader, wrong", [
+    ("reference_unet", "pose_guider"), ("denoising_unet", "audio2mesh"), ("pose_guider", "reference_unet"),
+])
+def test_stage2_loaders_name_the_other_model_before_building_from_its_shapes(tmp_path, loader, wrong):
+    from aniportrait_lib import random_weights
+    from aniportrait_lib.video import loading
+
+    files = random_weights.save_lmk2video_models(tmp_path / "lmk", seed=0)
+    random_weights.save_audio_models(tmp_path / "audio")
+    given = dict(files)
+    given[loader] = files.get(wrong) or tmp_path / "audio" / f"{wrong}.pt"
+    expected = weights.LAYOUT_NAMES[loader].replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(weights.CheckpointError, match=f"is another model's file: expected {expected}, found "):
+        loading.load_lmk2video_models(given)
