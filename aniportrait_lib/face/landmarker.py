@@ -242,13 +242,3 @@ def get_landmarker(task_path: str | os.PathLike) -> FaceLandmarker:
                 _CACHE.pop(old_key).close()
             lm = _CACHE[key] = FaceLandmarker(path)
         return lm
-
-
-def analyze_face(image_rgb: Any, task_path: str | os.PathLike) -> Face:
-    """Convenience: :meth:`FaceLandmarker.analyze` with a shared landmarker for ``task_path``."""
-    return get_landmarker(task_path).analyze(image_rgb)
-
-
-def analyze_frames(frames: Iterable[Any], task_path: str | os.PathLike) -> list[Face | None]:
-    """Convenience: :meth:`FaceLandmarker.analyze_frames` with a shared landmarker."""
-    return get_landmarker(task_path).analyze_frames(frames)

@@ -24,8 +24,8 @@ from aniportrait_lib.face.geometry import (
 from aniportrait_lib.face.landmarker import (
     MODEL_URL,
     FaceLandmarker,
+    get_landmarker,
     NoFaceError,
-    analyze_face,
 )
 
 from conftest import load_case
@@ -221,8 +221,8 @@ def test_analysis_matches_golden(face_case, landmarker, cross_version_tol, face_
     )
     np.testing.assert_array_equal(face.transform[3], [0, 0, 0, 1])
 
-    # the convenience function, float input in [0, 1] and JSON round trip give the same face
-    face_f = analyze_face(rgb.astype(np.float32) / 255.0, face_landmarker_path)
+    # the shared landmarker, float input in [0, 1] and JSON round trip give the same face
+    face_f = get_landmarker(face_landmarker_path).analyze(rgb.astype(np.float32) / 255.0)
     np.testing.assert_array_equal(face_f.landmarks, face.landmarks)
     np.testing.assert_array_equal(face_f.mesh_canonical, face.mesh_canonical)
     again = Face.from_dict(json.loads(json.dumps(face.to_dict())))
@@ -295,7 +295,7 @@ def test_missing_task_file(tmp_path):
     msg = str(info.value)
     assert str(missing) in msg and MODEL_URL in msg and "models/aniportrait" in msg
     with pytest.raises(FileNotFoundError, match=re.escape(f"'{missing}' was not found")):
-        analyze_face(np.zeros((8, 8, 3), np.uint8), missing)
+        get_landmarker(missing)
     with pytest.raises(FileNotFoundError, match=re.escape(f"'{missing}' was not found")):
         load_canonical_model(missing)
 
