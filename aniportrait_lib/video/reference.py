@@ -50,7 +50,8 @@ def encode_reference(image: ImageLike, width: int, height: int, encode_vae: Enco
     float (1, height, width, 3) in [0, 1]; the VAE must return the latent MEAN (the original does not sample).
     Raises ValueError when the latent is not SD1.5-shaped (4 channels, 1/8 size): the UNets cannot read it.
     """
-    raw = encode_vae(preprocess.reference_pixels(image, width, height))
+    # float32: newer ComfyUI may hand back fp16 (--fp16-intermediates); the sampler keeps latents in fp32
+    raw = encode_vae(preprocess.reference_pixels(image, width, height)).float()
     expected = (1, LATENT_CHANNELS, int(height) // LATENT_DOWNSCALE, int(width) // LATENT_DOWNSCALE)
     if tuple(raw.shape) != expected:
         raise ValueError(VAE_ERROR)
@@ -64,7 +65,7 @@ def embed_reference(image: ImageLike, encode_clip: EncodeClip, context_dim: int)
     (1, 224, 224, 3) in [0, 1] (the encoder applies the CLIP mean/std). A (1, 1, D) answer is squeezed.
     Raises ValueError naming the right encoder when D is not the UNets' cross-attention width.
     """
-    embeds = encode_clip(preprocess.clip_pixels(image))
+    embeds = encode_clip(preprocess.clip_pixels(image)).float()
     if embeds.ndim == 3 and embeds.shape[1] == 1:
         embeds = embeds[:, 0]
     if embeds.ndim != 2 or embeds.shape[0] != 1 or embeds.shape[-1] != context_dim:
