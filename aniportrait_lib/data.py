@@ -7,6 +7,7 @@
   (projection, rendering, editing) takes it, whatever made it.
 * :class:`PoseTemplate` - head motion relative to a video's first frame, to drive a motion's poses.
 * :class:`Landmarks` - projected 2D landmarks in pixels of a ``width x height`` frame.
+* :class:`CropInfo` - where face crops were cut from their source frames, to paste results back.
 
 Units throughout: meshes in cm in MediaPipe's canonical face frame; poses as rows
 ``[rx, ry, rz, tx, ty, tz]``, euler xyz angles in degrees and translation in cm; pixel coordinates
@@ -246,3 +247,38 @@ class Landmarks:
     @property
     def num_frames(self) -> int:
         return self.points.shape[0]
+
+
+@dataclass
+class CropInfo:
+    """Where the face crops were cut from their source frames (to paste generated frames back).
+
+    Attributes:
+        boxes: ``(T, 4)`` float64 crop windows ``[x0, y0, x1, y1]`` in source pixels, one per frame
+            (may reach beyond the frame; the outside is padded when cropping). The window has the crop's
+            aspect ratio, so a crop pixel ``(u, v)`` comes from ``(x0 + u * (x1 - x0) / crop_w, ...)``.
+        source_size: ``(width, height)`` of the source frames in pixels.
+        crop_size: ``(width, height)`` of the crops in pixels.
+        face_points: optional ``(T, N, 2)`` float64 face landmarks in source pixels (for face-shaped masks);
+            None when only the box is known.
+        detected: ``(T,)`` bool, False where the face was filled in (no face found in that frame).
+    """
+
+    boxes: np.ndarray
+    source_size: tuple[int, int]
+    crop_size: tuple[int, int]
+    face_points: np.ndarray | None = None
+    detected: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.boxes = _finite_array(self.boxes, (None, 4), "crop boxes")
+        if self.face_points is not None:
+            self.face_points = _finite_array(self.face_points, (self.boxes.shape[0], None, 2), "crop face points")
+        if self.detected is None:
+            self.detected = np.ones(self.boxes.shape[0], dtype=bool)
+        self.source_size = tuple(int(v) for v in self.source_size)  # type: ignore[assignment]
+        self.crop_size = tuple(int(v) for v in self.crop_size)  # type: ignore[assignment]
+
+    @property
+    def num_frames(self) -> int:
+        return self.boxes.shape[0]
