@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,9 +33,11 @@ class ComfyServer:
     models_dir: Path
     log: Path
     port: int
+    #: the server process when this module started it itself (start_existing); None for start-comfyui.sh servers
+    proc: subprocess.Popen | None = None
 
-    def queue(self, prompt: dict) -> requests.Response:
-        return requests.post(f"{self.url}/prompt", json={"prompt": prompt, "client_id": "aniportrait-tests"}, timeout=60)
+    def queue(self, prompt: dict, client_id: str = "aniportrait-tests") -> requests.Response:
+        return requests.post(f"{self.url}/prompt", json={"prompt": prompt, "client_id": client_id}, timeout=60)
 
     def run(self, prompt: dict, timeout: float = 600) -> dict:
         """Queue ``prompt`` and wait for its history entry (raises on validation errors)."""
@@ -132,6 +136,9 @@ def start_server(work: Path, port: int | None = None, models: Path | None = None
 
 
 def stop_server(server: ComfyServer) -> None:
+    if server.proc is not None:
+        stop_process(server.proc)
+        return
     subprocess.run(["bash", str(VENDOR / "start-comfyui.sh"), "--dir", str(comfy_dir()), "--port", str(server.port), "--stop"],
                    capture_output=True, text=True, timeout=120)
 
@@ -150,3 +157,115 @@ def copy_into(src: Path, dst_dir: Path, name: str | None = None) -> Path:
     dst = dst_dir / (name or src.name)
     shutil.copyfile(src, dst)
     return dst
+
+
+# ------------------------------------------------------------------ an existing ComfyUI install (run_example --comfyui)
+def start_existing(root: Path, python: str | os.PathLike, port: int | None = None, cpu: bool = False,
+                   extra_model_paths: Path | None = None, log: Path | None = None, timeout: float = 600,
+                   extra_args: tuple[str, ...] = ()) -> ComfyServer:
+    """Start an existing ComfyUI (``root/main.py``) with its own ``python``, its own models, custom_nodes,
+    input and output folders, on 127.0.0.1:``port`` (default: a free one); ``cpu`` adds ``--cpu``;
+    ``extra_model_paths`` adds a yaml of extra model folders (the install's own extra_model_paths.yaml is
+    read by ComfyUI as always). The server runs in its own session (Ctrl-C in the terminal does not reach
+    it); :func:`stop_server` stops it. Waits until ``/object_info`` answers; raises RuntimeError with the
+    log's tail if it exits or does not answer within ``timeout`` s."""
+    root = Path(root).resolve()
+    port = port or free_port()
+    log = Path(log) if log is not None else Path(tempfile.gettempdir()) / "aniportrait-example" / f"comfyui-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [str(python), "main.py", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch"]
+    if cpu:
+        cmd.append("--cpu")
+    if extra_model_paths is not None:
+        cmd += ["--extra-model-paths-config", str(extra_model_paths)]
+    cmd += list(extra_args)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    server = ComfyServer(f"http://127.0.0.1:{port}", root, root / "input", root / "output", root / "models", log, port, proc)
+    deadline = time.time() + timeout
+    try:
+        while not server.alive():
+            if proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited (code {proc.returncode}) before it was ready; log {log}:\n{_tail(log)}")
+            if time.time() > deadline:
+                raise RuntimeError(f"ComfyUI did not answer within {timeout:.0f} s; log {log}:\n{_tail(log)}")
+            time.sleep(0.5)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return server
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM a server process (and its session), SIGKILL after ``grace`` s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+        proc.wait(10)
+
+
+# ------------------------------------------------------------------------------------- progress over the websocket
+def run_with_events(server: ComfyServer, prompt: dict, on_event, timeout: float = 6 * 3600) -> dict:
+    """Queue ``prompt`` and call ``on_event(type, data)`` for each JSON message ComfyUI's websocket sends about
+    it (``execution_start``, ``executing``, ``progress`` {value, max, node}, ``executed``, ``execution_cached``,
+    ``execution_error``, ``execution_interrupted``, ``execution_success``); returns its history entry like
+    :meth:`ComfyServer.run` (raises PromptRejected on validation errors). Uses aiohttp (a ComfyUI requirement)."""
+    import asyncio
+
+    import aiohttp
+
+    client_id = uuid.uuid4().hex
+    ws_url = server.url.replace("http://", "ws://", 1) + f"/ws?clientId={client_id}"
+    done_types = ("execution_success", "execution_error", "execution_interrupted")
+
+    async def main() -> str:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(ws_url, heartbeat=30, max_msg_size=0) as ws:
+                r = await asyncio.to_thread(server.queue, prompt, client_id)
+                if r.status_code != 200:
+                    raise PromptRejected(r.json())
+                pid = r.json()["prompt_id"]
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                            break
+                        continue  # binary: previews
+                    data = json.loads(msg.data)
+                    kind, body = data.get("type"), data.get("data") or {}
+                    if body.get("prompt_id") not in (None, pid):
+                        continue
+                    if kind != "status":
+                        on_event(kind, body)
+                    if kind in done_types or (kind == "executing" and body.get("node") is None
+                                               and body.get("prompt_id") == pid):
+                        break
+                return pid
+
+    async def with_timeout() -> str:
+        return await asyncio.wait_for(main(), timeout)
+
+    pid = asyncio.run(with_timeout())
+    for _ in range(120):  # the history entry is written right after the last message
+        h = requests.get(f"{server.url}/history/{pid}", timeout=30).json()
+        if pid in h:
+            return h[pid]
+        time.sleep(0.5)
+    raise TimeoutError(f"prompt {pid} finished but has no history entry; log: {server.log}")

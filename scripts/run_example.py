@@ -1,128 +1,505 @@
-"""Run the example audio-to-video prompt (tests/e2e/prompts/aniportrait_audio2video_api.json, the API
-twin of workflows/aniportrait_audio2video.json) on the vendored ComfyUI and print where the mp4 went.
+"""Run an example AniPortrait workflow on ComfyUI and print where its output went (last line).
 
-Uses the model files in ``--models`` (default ``~/aniportrait-models``), laid out as
-``aniportrait/{audio2mesh.pt, audio2pose.pt, face_landmarker.task, reference_unet.pth,
-denoising_unet.pth, motion_module.pth, pose_guider.pth}``, ``vae/sd-vae-ft-mse.safetensors`` and
-``clip_vision/sd-image-variations-image-encoder.safetensors``. Missing files are replaced by RANDOM
-demo weights (the pipeline runs end to end, the video is noise) unless ``--no-demo-weights``.
+The workflow is the API twin of workflows/<NAME>.json (tests/e2e/prompts/<NAME>_api.json) with the bundled
+example inputs of example_inputs/ (a portrait, a speech clip, a short driving video) unless --image/--audio/
+--video name others. Inputs are copied into ComfyUI's input folder, never over a file that is there.
+
+Which ComfyUI: --comfyui PATH (or env ANIPORTRAIT_COMFYUI) runs it on your ComfyUI install, with its Python
+(PATH/venv, PATH/.venv, else the python running this script; or --python), its models folder (PATH/models
+unless --models), its GPU (--cpu only when its torch sees no CUDA/MPS/XPU) and its output folder; the pack
+is symlinked into its custom_nodes/ if it is not there. Without it: the vendored ComfyUI that
+scripts/setup_env.sh installs in ~/.cache/aniportrait-ci (CPU), models from --models (default
+~/aniportrait-models), input/output in ~/.cache/aniportrait-ci/example/.
+
+Model files: the real ones, under the names of scripts/fetch_models.py (.safetensors/.pth/.pt copies of
+the AniPortrait files work too). Missing or wrong files stop the run before ComfyUI starts, with where to
+get each. --demo instead runs on RANDOM weights kept in their own folder (~/.cache/aniportrait-demo-models,
+names demo-random-*): a quick check that everything runs; the video is noise. Nothing is ever written into
+a models folder.
 """
 from __future__ import annotations
 
 import argparse
-import logging
+import hashlib
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from comfy_server import execution_error, load_workflow, start_server, stop_server  # noqa: E402
-
-log = logging.getLogger("run_example")
-#: the API-format prompt this script queues (load_workflow reads it from tests/e2e/prompts/)
-PROMPT = "aniportrait_audio2video_api.json"
-REQUIRED = {
-    "aniportrait": ["audio2mesh.pt", "audio2pose.pt", "face_landmarker.task", "reference_unet.pth",
-                    "denoising_unet.pth", "motion_module.pth", "pose_guider.pth"],
-    "vae": ["sd-vae-ft-mse.safetensors"],
-    "clip_vision": ["sd-image-variations-image-encoder.safetensors"],
-}
+EXAMPLE_INPUTS = REPO / "example_inputs"
+WORKFLOWS = ("aniportrait_audio2video", "aniportrait_stage1", "aniportrait_pose_template", "aniportrait_reenactment")
+DEMO_BANNER = "DEMO: random weights, the video is noise"
+#: loader node -> (its file input, the option that replaces it)
+INPUT_NODES = {"LoadImage": ("image", "image"), "LoadAudio": ("audio", "audio"), "LoadVideo": ("file", "video")}
+#: the pack's import names that a ComfyUI's Python must have (requirements.txt)
+PACK_MODULES = ("numpy", "scipy", "safetensors", "diffusers", "transformers", "mediapipe", "cv2", "soxr")
+ALT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
-def missing_files(models: Path) -> list[Path]:
-    return [models / d / f for d, files in REQUIRED.items() for f in files if not (models / d / f).is_file()]
+class Fail(Exception):
+    """A problem told in one message; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
-def make_demo_weights(models: Path, missing: list[Path]) -> None:
-    from aniportrait_lib import random_weights
-
-    log.warning("RANDOM demo weights for %d missing file(s): the workflow runs, the video is noise. "
-                "Put the real files in %s (see README) for a real animation.", len(missing), models)
-    names = {p.name for p in missing}
-    aniportrait = models / "aniportrait"
-    if names & {"audio2mesh.pt", "audio2pose.pt"}:
-        random_weights.save_audio_models(aniportrait)
-    if names & {"reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "pose_guider.pth"}:
-        random_weights.save_lmk2video_models(aniportrait)
-    if "face_landmarker.task" in names:
-        shared = Path(os.environ.get("ANIPORTRAIT_REFERENCE", REPO.parent / "shared" / "reference")).parent / "assets"
-        if (shared / "face_landmarker.task").is_file():
-            shutil.copyfile(shared / "face_landmarker.task", aniportrait / "face_landmarker.task")
-        else:
-            raise SystemExit("face_landmarker.task is missing: download it from https://storage.googleapis.com/mediapipe-models/"
-                             f"face_landmarker/face_landmarker/float16/latest/face_landmarker.task into {aniportrait}")
-    if "sd-vae-ft-mse.safetensors" in names:
-        (models / "vae").mkdir(parents=True, exist_ok=True)
-        random_weights.save_sd_vae(models / "vae" / "sd-vae-ft-mse.safetensors")
-    if "sd-image-variations-image-encoder.safetensors" in names:
-        (models / "clip_vision").mkdir(parents=True, exist_ok=True)
-        random_weights.save_clip_vision_vitl(models / "clip_vision" / "sd-image-variations-image-encoder.safetensors")
+def say(text: str = "") -> None:
+    print(text, flush=True)
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+# ----------------------------------------------------------------------------------------------- arguments
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--image", type=Path, help="reference portrait (default: a crop of skimage's astronaut photo)")
-    ap.add_argument("--audio", type=Path, help="speech clip (default: espeak-ng says a sentence)")
-    ap.add_argument("--models", type=Path, default=Path(os.environ.get("ANIPORTRAIT_MODELS", Path.home() / "aniportrait-models")))
-    ap.add_argument("--work", type=Path, default=REPO / "out" / "example", help="input/output folders of the run")
-    ap.add_argument("--size", type=int, help="width = height in pixels (default 512; 128 with demo weights)")
-    ap.add_argument("--steps", type=int, help="DDIM steps (default 25; 4 with demo weights)")
+    ap.add_argument("--workflow", default="aniportrait_audio2video", choices=WORKFLOWS,
+                    help="which workflow to run (default: aniportrait_audio2video, the whole pipeline)")
+    ap.add_argument("--image", type=Path, help="your portrait (default: example_inputs/aniportrait_reference.png)")
+    ap.add_argument("--audio", type=Path, help="your speech clip (default: example_inputs/aniportrait_speech.wav)")
+    ap.add_argument("--video", type=Path, help="your driving / head-motion video (reenactment, pose template)")
+    ap.add_argument("--comfyui", type=Path, default=os.environ.get("ANIPORTRAIT_COMFYUI") or None,
+                    help="your ComfyUI folder (env ANIPORTRAIT_COMFYUI); default: the vendored one")
+    ap.add_argument("--python", help="the Python of that ComfyUI (default: PATH/venv, PATH/.venv, else this one)")
+    ap.add_argument("--models", type=Path,
+                    help="models folder (default: PATH/models with --comfyui, else $ANIPORTRAIT_MODELS or ~/aniportrait-models)")
+    ap.add_argument("--demo", action="store_true",
+                    help="run on random demo weights (their own folder, never your models): the video is noise")
+    ap.add_argument("--no-check", action="store_true", help="skip the offline layout check of the model files")
+    ap.add_argument("--size", type=int, default=512, help="video width = height in pixels, a multiple of 8 (default 512)")
+    ap.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--port", type=int, help="port of the ComfyUI server (default: a free one)")
-    ap.add_argument("--no-demo-weights", action="store_true", help="fail instead of using random weights for missing files")
-    args = ap.parse_args()
+    ap.add_argument("--work", type=Path, default=None,
+                    help="input/output folder of the vendored ComfyUI (default ~/.cache/aniportrait-ci/example)")
+    ap.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is there")
+    return ap.parse_args(argv)
 
-    for d in REQUIRED:
-        (args.models / d).mkdir(parents=True, exist_ok=True)
-    missing = missing_files(args.models)
-    demo = bool(missing)
-    if missing and args.no_demo_weights:
-        raise SystemExit("missing model files:\n  " + "\n  ".join(map(str, missing)))
-    if missing:
-        make_demo_weights(args.models, missing)
-    size = args.size or (128 if demo else 512)
-    steps = args.steps or (4 if demo else 25)
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    server = start_server(args.work, port=args.port, models=args.models)
+def check_args(args: argparse.Namespace, prompt: dict) -> None:
+    """Every problem with the arguments in one sentence each, before anything starts (exit code 2)."""
+    used = {opt for node in prompt.values() for cls, (_, opt) in INPUT_NODES.items() if node["class_type"] == cls}
+    for opt in ("image", "audio", "video"):
+        path = getattr(args, opt)
+        if path is None:
+            continue
+        if opt not in used:
+            raise Fail(f"--{opt}: the workflow {args.workflow} has no {opt} input", 2)
+        if not path.is_file():
+            raise Fail(f"--{opt} {path}: {'is a folder, not a file' if path.is_dir() else 'no such file'}", 2)
+    if args.size < 64 or args.size % 8:
+        raise Fail(f"--size {args.size}: use a multiple of 8 from 64 up (e.g. 512)", 2)
+    if args.steps < 1:
+        raise Fail(f"--steps {args.steps}: use at least 1", 2)
+    if args.comfyui is not None:
+        if not (args.comfyui / "main.py").is_file():
+            raise Fail(f"--comfyui {args.comfyui}: not a ComfyUI folder (no main.py there)", 2)
+    if args.python is not None and shutil.which(args.python) is None:
+        raise Fail(f"--python {args.python}: no such program", 2)
+
+
+# ----------------------------------------------------------------------------------------------- the prompt
+def load_prompt(name: str) -> dict:
+    return json.loads((REPO / "tests" / "e2e" / "prompts" / f"{name}_api.json").read_text())
+
+
+def set_options(prompt: dict, size: int, steps: int, seed: int) -> None:
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if isinstance(inputs.get("width"), int) and isinstance(inputs.get("height"), int):
+            inputs["width"] = inputs["height"] = size
+        if isinstance(inputs.get("steps"), int):
+            inputs["steps"] = steps
+        if isinstance(inputs.get("seed"), int):
+            inputs["seed"] = seed
+
+
+def substitute(prompt: dict, names: dict[str, str]) -> None:
+    """Replace every string input equal to a key of ``names`` by its value."""
+    for node in prompt.values():
+        for key, value in node["inputs"].items():
+            if isinstance(value, str) and value in names:
+                node["inputs"][key] = names[value]
+
+
+def needed_files(prompt: dict) -> list:
+    from aniportrait_lib.model_files import MODEL_FILES
+
+    values = {v for node in prompt.values() for v in node["inputs"].values() if isinstance(v, str)}
+    return [f for f in MODEL_FILES if f.name in values]
+
+
+# ----------------------------------------------------------------------------------------------- model files
+def candidates(name: str) -> list[str]:
+    """``name`` first, then its .safetensors/.pth/.pt copies (not for .task files)."""
+    stem, suffix = os.path.splitext(name)
+    if suffix == ".task":
+        return [name]
+    return [name] + [stem + s for s in ALT_SUFFIXES if s != suffix]
+
+
+def find_real_files(files: list, models: Path, check: bool) -> dict[str, str]:
+    """Workflow name -> name present in ``models``; raises Fail listing every missing or wrong file."""
+    from aniportrait_lib.model_files import check_file, human_size
+
+    names, missing, wrong = {}, [], []
+    for entry in files:
+        folder = models / entry.folder
+        found = next((c for c in candidates(entry.name) if (folder / c).is_file()), None)
+        if found is None:
+            missing.append(f"  {entry.folder}/{entry.name}  ({entry.what or entry.name}, {human_size(entry.approx_bytes)})\n"
+                           f"      from {entry.source}")
+            continue
+        result = check_file(entry, folder / found) if check else None
+        if result is not None and not result.ok:
+            wrong.append(f"  {entry.folder}/{found}: {result.detail or result.status}")
+            continue
+        names[entry.name] = found
+    if missing or wrong:
+        lines = []
+        if missing:
+            lines += [f"{len(missing)} model file(s) missing in {models}:"] + missing
+        if wrong:
+            lines += [f"{len(wrong)} file(s) in {models} are not the right checkpoint (move them away first):"] + wrong
+        lines += [f"Get them (never overwrites a file):  python {REPO / 'scripts' / 'fetch_models.py'} --models {models}",
+                  "Or try the pipeline on random weights (the video is noise):  add --demo"]
+        raise Fail("\n".join(lines))
+    return names
+
+
+def demo_dir() -> Path:
+    return Path(os.environ.get("ANIPORTRAIT_DEMO_MODELS", Path.home() / ".cache" / "aniportrait-demo-models"))
+
+
+def demo_name(name: str) -> str:
+    return f"demo-random-{name}" if not name.endswith(".task") else f"demo-{name}"
+
+
+def place_new(folder: Path, name: str, write) -> Path:
+    """Create ``folder/name`` by ``write(tmp_path)`` + a hard link: never replaces a file that is there."""
+    target = folder / name
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=Path(name).suffix, dir=folder)
+    os.close(fd)
     try:
-        image = server.input_dir / "aniportrait_reference.png"
-        if args.image:
-            shutil.copyfile(args.image, image)
-        else:
-            from PIL import Image
-            from skimage import data
-            Image.fromarray(data.astronaut()[10:220, 120:330]).resize((512, 512), Image.BILINEAR).save(image)
-        audio = server.input_dir / "aniportrait_speech.wav"
-        if args.audio:
-            shutil.copyfile(args.audio, audio)
-        else:
-            subprocess.run(["espeak-ng", "-w", str(audio), "Hello! I am a portrait, and now I can talk."], check=True)
+        os.chmod(tmp, 0o644)
+        write(Path(tmp))
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            pass  # made by another run meanwhile
+        except OSError:  # no hard links here: exclusive create + copy
+            with open(tmp, "rb") as src, open(target, "xb") as dst:
+                shutil.copyfileobj(src, dst)
+    finally:
+        os.unlink(tmp)
+    return target
 
-        prompt = load_workflow(PROMPT)
-        for node in ("5", "9", "17"):
-            prompt[node]["inputs"]["width"] = prompt[node]["inputs"]["height"] = size
-        prompt["17"]["inputs"]["steps"] = steps
-        prompt["17"]["inputs"]["seed"] = args.seed
-        log.info("running %s at %dx%d, %d steps on %s", f"tests/e2e/prompts/{PROMPT}", size, size, steps, server.url)
+
+def landmarker_source(models: Path | None) -> Path | str:
+    """A real face_landmarker.task to copy into the demo folder: the models folder's, the shared assets', else the URL."""
+    from aniportrait_lib.model_files import LANDMARKER_URL
+
+    for p in ([models / "aniportrait" / "face_landmarker.task"] if models else []) + [
+            Path(os.environ.get("ANIPORTRAIT_REFERENCE", REPO.parent / "shared" / "reference")).parent / "assets" / "face_landmarker.task"]:
+        if p.is_file():
+            return p
+    return LANDMARKER_URL
+
+
+def make_demo_files(files: list, folder: Path, models: Path | None) -> dict[str, str]:
+    """Random weights (and a copy of the real face landmarker) for ``files`` in ``folder``, under demo names."""
+    import torch
+
+    from aniportrait_lib import random_weights as rw
+
+    lmk2video = {}
+
+    def stage2(role: str):
+        if not lmk2video:
+            lmk2video.update(rw.lmk2video_state_dicts(0))
+        return lmk2video[role]
+
+    def landmarker(tmp: Path) -> None:
+        src = landmarker_source(models)
+        if isinstance(src, Path):
+            shutil.copyfile(src, tmp)
+        else:
+            import urllib.request
+            say(f"downloading {src}")
+            with urllib.request.urlopen(src, timeout=60) as r, open(tmp, "wb") as f:
+                shutil.copyfileobj(r, f)
+
+    writers = {
+        "audio2mesh.pt": lambda p: torch.save(rw.audio2mesh_state_dict(0), p),
+        "audio2pose.pt": lambda p: torch.save(rw.audio2pose_state_dict(1), p),
+        "reference_unet.pth": lambda p: torch.save(stage2("reference_unet"), p),
+        "denoising_unet.pth": lambda p: torch.save(stage2("denoising_unet"), p),
+        "motion_module.pth": lambda p: torch.save(stage2("motion_module"), p),
+        "pose_guider.pth": lambda p: torch.save(stage2("pose_guider"), p),
+        "sd-vae-ft-mse.safetensors": lambda p: rw.save_sd_vae(p),
+        "sd-image-variations-image-encoder.safetensors": lambda p: rw.save_clip_vision_vitl(p),
+        "face_landmarker.task": landmarker,
+    }
+    names = {}
+    for entry in files:
+        name = demo_name(entry.name)
+        if not (folder / entry.folder / name).exists():
+            say(f"making demo file {folder / entry.folder / name}")
+        place_new(folder / entry.folder, name, writers[entry.name])
+        names[entry.name] = name
+    return names
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def copy_input(src: Path, input_dir: Path) -> str:
+    """Copy ``src`` into ``input_dir`` under its name, or ``stem_<hash>`` when another file has that name;
+    an identical file already there is reused. Returns the name to put in the prompt."""
+    data = src.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    for name in (src.name, f"{src.stem}_{digest[:10]}{src.suffix}"):
+        target = input_dir / name
+        if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == digest:
+            return name
+        if not target.exists():
+            place_new(input_dir, name, lambda p: p.write_bytes(data))
+            return name
+    raise Fail(f"cannot place {src.name} in {input_dir}: both {src.name} and its hashed name are taken by other files")
+
+
+def place_inputs(prompt: dict, args: argparse.Namespace, input_dir: Path) -> None:
+    input_dir.mkdir(parents=True, exist_ok=True)
+    for node in prompt.values():
+        if node["class_type"] in INPUT_NODES:
+            key, opt = INPUT_NODES[node["class_type"]]
+            src = getattr(args, opt) or EXAMPLE_INPUTS / node["inputs"][key]
+            node["inputs"][key] = copy_input(src, input_dir)
+
+
+# ----------------------------------------------------------------------------------------------- ComfyUI
+def comfy_python(args: argparse.Namespace) -> str:
+    if args.python:
+        return shutil.which(args.python) or args.python
+    for rel in ("venv/bin/python", ".venv/bin/python", "venv/Scripts/python.exe", "../python_embeded/python.exe"):
+        if (args.comfyui / rel).is_file():
+            return str(args.comfyui / rel)
+    return sys.executable
+
+
+def probe(python: str) -> tuple[str, list[str]]:
+    """(accelerator torch sees: cuda/mps/xpu/cpu, pack modules that do not import) in that Python."""
+    code = ("import importlib, json, torch\n"
+            "acc = 'cuda' if torch.cuda.is_available() else 'mps' if getattr(torch.backends, 'mps', None) "
+            "and torch.backends.mps.is_available() else 'xpu' if getattr(torch, 'xpu', None) and torch.xpu.is_available() else 'cpu'\n"
+            "bad = []\n"
+            f"for m in {PACK_MODULES!r}:\n"
+            "    try: importlib.import_module(m)\n"
+            "    except Exception: bad.append(m)\n"
+            "print(json.dumps([acc, bad]))\n")
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    except OSError as exc:
+        raise Fail(f"cannot run {python}: {exc}")
+    if out.returncode != 0:
+        raise Fail(f"{python} cannot import torch (is it your ComfyUI's Python? pass --python): "
+                   f"{out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'exit ' + str(out.returncode)}")
+    acc, bad = json.loads(out.stdout.strip().splitlines()[-1])
+    return acc, bad
+
+
+def link_pack(root: Path) -> str:
+    """Make sure ComfyUI at ``root`` loads this pack: reuse an entry of custom_nodes/ that is this folder or
+    another copy of the pack, else symlink custom_nodes/aniportrait -> this folder. Returns what it did."""
+    custom = root / "custom_nodes"
+    custom.mkdir(exist_ok=True)
+    for entry in sorted(custom.iterdir()):
+        if entry.is_dir() and entry.resolve() == REPO:
+            return f"the pack is in {entry}"
+    for entry in sorted(custom.iterdir()):
+        pyproject = entry / "pyproject.toml"
+        if entry.is_dir() and not entry.name.endswith(".disabled") and pyproject.is_file() \
+                and 'name = "aniportrait-nodes"' in pyproject.read_text(errors="replace"):
+            return f"uses the copy of the pack already installed in {entry} (not {REPO})"
+    link = custom / "aniportrait"
+    if link.exists() or link.is_symlink():
+        raise Fail(f"{link} exists and is another folder; the pack cannot be linked in under that name. "
+                   f"Link it yourself: ln -s {REPO} {custom}/<another name>")
+    link.symlink_to(REPO, target_is_directory=True)
+    return f"linked the pack: {link} -> {REPO} (delete the link to remove it)"
+
+
+class Progress:
+    """Prints one line per node and throttled progress lines with an ETA."""
+
+    def __init__(self, prompt: dict, steps: int):
+        self.prompt, self.steps, self.t0 = prompt, steps, time.time()
+        self.node_start: dict[str, float] = {}
+        self.last_print = 0.0
+
+    def stamp(self) -> str:
+        s = int(time.time() - self.t0)
+        return f"[{s // 60:2d}:{s % 60:02d}]"
+
+    def title(self, node: str | None) -> str:
+        n = self.prompt.get(str(node), {})
+        return f"{n.get('class_type', '?')} (node {node})"
+
+    def __call__(self, kind: str, data: dict) -> None:
+        node = data.get("node")
+        if kind == "executing" and node is not None:
+            self.node_start[node] = time.time()
+            say(f"{self.stamp()} {self.title(node)}")
+        elif kind == "execution_cached" and data.get("nodes"):
+            say(f"{self.stamp()} cached: {', '.join(map(str, data['nodes']))}")
+        elif kind == "progress":
+            value, total = int(data.get("value", 0)), max(1, int(data.get("max", 1)))
+            now = time.time()
+            if value < total and now - self.last_print < 2.0:
+                return
+            self.last_print = now
+            elapsed = now - self.node_start.get(node, self.t0)
+            eta = elapsed / value * (total - value) if value else 0
+            what = f"{value}/{total}"
+            if self.prompt.get(str(node), {}).get("class_type") == "AniPortraitLmk2VideoSampler" and total % self.steps == 0:
+                windows = total // self.steps
+                step, window = min(self.steps, value // windows + (value % windows > 0)), (value - 1) % windows + 1 if value else 0
+                what = f"step {step}/{self.steps}, window {window}/{windows} ({value}/{total})"
+            say(f"{self.stamp()}   {what}, {100 * value // total}%, ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+
+
+def outputs_of(history: dict, server) -> list[Path]:
+    files = []
+    for out in history.get("outputs", {}).values():
+        for items in out.values():
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and "filename" in item and item.get("type", "output") == "output":
+                    files.append(server.output_dir / item.get("subfolder", "") / item["filename"])
+    return files
+
+
+def start_comfyui(args: argparse.Namespace, python: str, acc: str, folder: Path, port: int):
+    """Start ``args.comfyui`` (pack linked in, demo folder added) or the vendored ComfyUI on ``port``;
+    ``folder``: the models (or demo-weights) folder."""
+    from comfy_server import comfy_dir, start_existing, start_server, stop_server
+
+    if args.comfyui is None:
+        work = args.work or comfy_dir() / "example"
+        say(f"starting the vendored ComfyUI ({comfy_dir()}) on the CPU, port {port}; "
+            f"log: {comfy_dir() / 'run' / f'comfyui-{port}.log'}")
+        try:
+            return start_server(work, port=port, models=folder)
+        except RuntimeError as exc:
+            raise Fail(f"the vendored ComfyUI did not start ({str(exc).splitlines()[0]}); "
+                       f"log: {comfy_dir() / 'run' / f'comfyui-{port}.log'}") from None
+    say(link_pack(args.comfyui))
+    extra = None
+    if args.demo:
+        extra = folder / "extra_model_paths.yaml"
+        extra.write_text(f"aniportrait_demo:\n    base_path: {folder}\n    aniportrait: aniportrait\n"
+                         "    vae: vae\n    clip_vision: clip_vision\n")
+    cpu = args.cpu or acc == "cpu"
+    log = Path(tempfile.gettempdir()) / "aniportrait-example" / f"comfyui-{port}.log"
+    say(f"starting ComfyUI {args.comfyui} with {python} on {'the CPU' if cpu else acc.upper()}, port {port}; log: {log}")
+    try:
+        server = start_existing(args.comfyui, python, port, cpu=cpu, extra_model_paths=extra, log=log)
+    except RuntimeError as exc:
+        raise Fail(f"ComfyUI did not start ({str(exc).splitlines()[0]}); log: {log}") from None
+    if "AniPortraitLmk2VideoSampler" not in server.object_info():
+        stop_server(server)
+        raise Fail(f"ComfyUI started but the pack's nodes are not there: see 'IMPORT FAILED' in {log}")
+    return server
+
+
+# ----------------------------------------------------------------------------------------------- main
+def run(args: argparse.Namespace) -> int:
+    prompt = load_prompt(args.workflow)
+    check_args(args, prompt)
+    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "scripts"))
+    set_options(prompt, args.size, args.steps, args.seed)
+    files = needed_files(prompt)
+
+    python, acc = sys.executable, "cpu"
+    if args.comfyui is not None:
+        args.comfyui = args.comfyui.resolve()
+        python = comfy_python(args)
+        acc, bad = probe(python)
+        if bad:
+            raise Fail(f"the pack's requirements are missing in {python} ({', '.join(bad)}): run  "
+                       f"{python} -m pip install -r {REPO / 'requirements.txt'}")
+    models = args.models or (args.comfyui / "models" if args.comfyui is not None else
+                             Path(os.environ.get("ANIPORTRAIT_MODELS", Path.home() / "aniportrait-models")))
+    if args.demo:
+        folder = demo_dir()
+        say(f"demo weights: {folder} (your models folder is not used or touched)")
+        names = make_demo_files(files, folder, models if models.is_dir() else None)
+    else:
+        folder = models
+        names = find_real_files(files, models, check=not args.no_check)
+    substitute(prompt, names)
+
+    from comfy_server import comfy_dir, execution_error, free_port, run_with_events, stop_server
+
+    port = args.port or free_port()
+    server = None
+    try:
+        server = start_comfyui(args, python, acc, folder, port)
+        place_inputs(prompt, args, server.input_dir)
+        say(f"running {args.workflow} at {args.size}x{args.size}, {args.steps} steps, seed {args.seed} on {server.url}")
         start = time.time()
-        history = server.run(prompt, timeout=6 * 3600)
+        history = run_with_events(server, prompt, Progress(prompt, args.steps))
         err = execution_error(history)
         if err:
-            raise SystemExit(f"{err['node_type']} failed: {err['exception_message']}")
-        video = history["outputs"]["20"]["images"][0]
-        path = server.output_dir / video["subfolder"] / video["filename"]
-        log.info("done in %.0f s: %s%s", time.time() - start, path, "  (demo weights: noise)" if demo else "")
+            raise Fail(f"{err['node_type']} (node {err['node_id']}) failed: {err['exception_message'].strip()}\n"
+                       f"ComfyUI log: {server.log}")
+        if history.get("status", {}).get("status_str") not in (None, "success"):
+            raise Fail(f"the run did not finish ({history['status'].get('status_str')}); ComfyUI log: {server.log}")
+        files_out = outputs_of(history, server)
+        videos = [p for p in files_out if p.suffix in (".mp4", ".webm", ".mkv", ".mov")]
+        say(f"done in {time.time() - start:.0f} s: {len(files_out)} file(s) in {server.output_dir}")
+        main_out = videos[-1] if videos else (files_out[0] if files_out else server.output_dir)
+        if not videos and len(files_out) > 1:
+            say(f"{len(files_out)} images: {files_out[0].name} .. {files_out[-1].name}")
+        if args.demo:
+            say(f"{DEMO_BANNER}: {main_out}")
+        else:
+            say(str(main_out))
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping ComfyUI", file=sys.stderr, flush=True)
+        return 130
     finally:
-        stop_server(server)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # one Ctrl-C is enough: let the clean-up finish
+        if server is not None:
+            stop_server(server)
+        elif args.comfyui is None:
+            from comfy_server import VENDOR  # stop a server whose start was interrupted
+            subprocess.run(["bash", str(VENDOR / "start-comfyui.sh"), "--dir", str(comfy_dir()),
+                            "--port", str(port), "--stop"], capture_output=True, timeout=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.demo and not os.environ.get("_ANIPORTRAIT_DEMO_BANNER_SHOWN"):
+        say(DEMO_BANNER)
+    try:
+        rc = run(args)
+    except Fail as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        rc = exc.code
+    except KeyboardInterrupt:  # before anything started
+        print("\ninterrupted", file=sys.stderr, flush=True)
+        rc = 130
+    if rc and args.demo:
+        say(DEMO_BANNER)
+    return rc
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,10 +7,19 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${ANIPORTRAIT_SHARED:-$(cd "$REPO/../shared" && pwd)}"
 DIR="${ANIPORTRAIT_COMFYUI_DIR:-$HOME/.cache/aniportrait-ci}"
 
-# Debian packages: espeak-ng speaks the test clips, chromium loads the UI workflows in the real editor
+# What only the tests need can be left out (scripts/run_example.sh does):
+#   ANIPORTRAIT_NO_BROWSER=1    no chromium (it loads the UI workflows in the real editor in the tests)
+#   ANIPORTRAIT_NO_TEST_DEPS=1  no espeak-ng (speaks the test clips) and no requirements-test.txt
+# ANIPORTRAIT_WITH_BROWSER=1 asks for chromium explicitly (wins over ANIPORTRAIT_NO_BROWSER).
+NO_TEST_DEPS="${ANIPORTRAIT_NO_TEST_DEPS:-0}"
+WITH_BROWSER=1
+[ "${ANIPORTRAIT_NO_BROWSER:-0}" = 1 ] && WITH_BROWSER=0
+[ "${ANIPORTRAIT_WITH_BROWSER:-0}" = 1 ] && WITH_BROWSER=1
+
+# Debian packages
 MISSING_DEB=()
-command -v espeak-ng >/dev/null 2>&1 || MISSING_DEB+=(espeak-ng)
-command -v chromium >/dev/null 2>&1 || MISSING_DEB+=(chromium)
+[ "$NO_TEST_DEPS" = 1 ] || command -v espeak-ng >/dev/null 2>&1 || MISSING_DEB+=(espeak-ng)
+[ "$WITH_BROWSER" = 0 ] || command -v chromium >/dev/null 2>&1 || MISSING_DEB+=(chromium)
 if [ "${#MISSING_DEB[@]}" -gt 0 ]; then
   echo "[setup] installing ${MISSING_DEB[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -23,6 +32,8 @@ PY="$DIR/venv/bin/python"
 TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')"
 CONSTRAINTS="$DIR/.aniportrait-constraints.txt"
 printf 'torch==%s\n' "$TORCH_VERSION" > "$CONSTRAINTS"
-"$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" -r "$REPO/requirements.txt" -r "$REPO/requirements-test.txt" 2>&1 \
+REQS=(-r "$REPO/requirements.txt")
+[ "$NO_TEST_DEPS" = 1 ] || REQS+=(-r "$REPO/requirements-test.txt")
+"$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" "${REQS[@]}" 2>&1 \
   | { grep -v "^WARNING: Location '" || true; } >&2
 echo "$PY"
