@@ -28,15 +28,35 @@ def _check_rule(length_rule: str) -> None:
         raise ValueError(f"length_rule must be one of {', '.join(LENGTH_RULES)}; got {length_rule!r}")
 
 
-def output_length(num_source: int, source_fps: float, audio_seconds: float, out_fps: float, length_rule: str) -> int:
-    """Frames of the dubbed video at ``out_fps``: the audio's length, or the shorter one with ``trim``."""
+def audio_frame_count(waveform, sample_rate: int, out_fps: float) -> int:
+    """Frames the Audio Features node makes of this clip (same resampling and rounding, so they always agree)."""
+    from .audio import features
+
+    return features.frame_count(features.to_mono_16k(waveform, sample_rate).shape[0], out_fps)
+
+
+def align_to_audio(num_source: int, source_fps: float, waveform, sample_rate: int, out_fps: float,
+                   length_rule: str) -> tuple[np.ndarray, int]:
+    """The dubbed timeline: for each output frame the source frame shown, and how many audio samples stay.
+
+    Args:
+        num_source, source_fps: the source video's frame count and rate.
+        waveform: the new audio, ``(..., samples)`` (core AUDIO layout), at ``sample_rate`` Hz.
+        out_fps: the output frame rate (30).
+        length_rule: ``loop``, ``hold`` or ``trim`` (module docstring).
+    Returns:
+        ``(indices (N,), kept_samples)``; N equals the frame count of the kept audio at ``out_fps``.
+    """
     _check_rule(length_rule)
     if num_source < 1 or source_fps <= 0 or out_fps <= 0:
         raise ValueError(f"the source video needs at least one frame and a positive fps (got {num_source} frames at {source_fps} fps)")
-    if audio_seconds <= 0:
+    kept = int(waveform.shape[-1])
+    if kept == 0:
         raise ValueError("the new audio is empty; connect a clip with speech in it")
-    seconds = audio_seconds if length_rule != "trim" else min(audio_seconds, num_source / source_fps)
-    return max(1, int(math.ceil(seconds * out_fps - 1e-9)))
+    if length_rule == "trim":
+        kept = min(kept, int(math.ceil(num_source / source_fps * sample_rate)))
+    num_out = audio_frame_count(waveform[..., :kept], sample_rate, out_fps)
+    return source_frame_indices(num_source, source_fps, num_out, out_fps, length_rule), kept
 
 
 def ping_pong(index: np.ndarray, count: int) -> np.ndarray:
@@ -60,11 +80,6 @@ def source_frame_indices(num_source: int, source_fps: float, num_out: int, out_f
     if length_rule == "loop":
         return ping_pong(index, num_source)
     return np.minimum(index, num_source - 1)
-
-
-def trim_audio_samples(num_samples: int, sample_rate: int, num_out: int, out_fps: float) -> int:
-    """How many audio samples the dubbed video keeps: all of them, or those within its ``num_out`` frames."""
-    return min(int(num_samples), int(math.ceil(num_out / out_fps * sample_rate)))
 
 
 def head_motion_from_video(motion: Motion, transforms: np.ndarray, ref_transform: np.ndarray) -> Motion:

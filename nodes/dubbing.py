@@ -36,10 +36,8 @@ class AlignVideoToAudio(io.ComfyNode):
     @comfy.user_errors
     def execute(cls, frames, fps, audio, length_rule, out_fps) -> io.NodeOutput:
         waveform, rate = audio["waveform"], int(audio["sample_rate"])
-        num_out = dubbing.output_length(frames.shape[0], fps, waveform.shape[-1] / rate, out_fps, length_rule)
-        index = dubbing.source_frame_indices(frames.shape[0], fps, num_out, out_fps, length_rule)
-        kept = dubbing.trim_audio_samples(waveform.shape[-1], rate, num_out, out_fps)
-        note = (f"{frames.shape[0]} frames at {fps:g} fps -> {num_out} frames at {out_fps:g} fps "
+        index, kept = dubbing.align_to_audio(frames.shape[0], fps, waveform, rate, out_fps, length_rule)
+        note = (f"{frames.shape[0]} frames at {fps:g} fps -> {len(index)} frames at {out_fps:g} fps "
                 f"({length_rule}; audio {waveform.shape[-1] / rate:.2f} s, kept {kept / rate:.2f} s)")
         aligned_audio = {"waveform": waveform[..., :kept], "sample_rate": rate}
         return comfy.output(frames[torch.from_numpy(index)], aligned_audio, float(out_fps), notes=[note])

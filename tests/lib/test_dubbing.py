@@ -9,13 +9,18 @@ from aniportrait_lib.data import Motion
 from aniportrait_lib.face import pose_math
 
 
-def test_output_length_follows_the_audio_except_trim():
-    # 50 frames at 25 fps = 2 s of video; 3.01 s of audio at 30 fps -> ceil(90.3) frames
-    assert dubbing.output_length(50, 25.0, 3.01, 30.0, "loop") == 91
-    assert dubbing.output_length(50, 25.0, 3.01, 30.0, "hold") == 91
-    assert dubbing.output_length(50, 25.0, 3.01, 30.0, "trim") == 60
-    assert dubbing.output_length(50, 25.0, 1.0, 30.0, "trim") == 30  # shorter audio: the video is cut
-    assert dubbing.output_length(50, 25.0, 1.0, 30.0, "loop") == 30
+def test_timeline_follows_the_audio_except_trim():
+    # 50 frames at 25 fps = 2 s of video
+    speech = np.zeros((1, 1, int(3.01 * 22050)), dtype=np.float32)  # 3.01 s at 22.05 kHz
+    frames = dubbing.audio_frame_count(speech, 22050, 30.0)
+    assert frames == 91  # the Audio Features node's count: ceil(resampled samples / 16000 * 30)
+    for rule in ("loop", "hold"):
+        index, kept = dubbing.align_to_audio(50, 25.0, speech, 22050, 30.0, rule)
+        assert len(index) == frames and kept == speech.shape[-1]
+    index, kept = dubbing.align_to_audio(50, 25.0, speech, 22050, 30.0, "trim")
+    assert kept == 2 * 22050 and len(index) == dubbing.audio_frame_count(speech[..., :kept], 22050, 30.0) == 60
+    short = speech[..., :22050]  # 1 s: shorter than the video, every rule cuts the video
+    assert [len(dubbing.align_to_audio(50, 25.0, short, 22050, 30.0, r)[0]) for r in dubbing.LENGTH_RULES] == [30, 30, 30]
 
 
 def test_frame_indices_per_rule():
@@ -27,11 +32,6 @@ def test_frame_indices_per_rule():
     assert index[0] == 0 and index[-1] == 24 and np.all(np.diff(index) >= 0)
     np.testing.assert_array_equal(index, np.floor(np.arange(30) / 30 * 25 + 0.5).astype(int))
     assert dubbing.ping_pong(np.arange(5), 1).tolist() == [0, 0, 0, 0, 0]
-
-
-def test_audio_trimmed_only_to_the_videos_frames():
-    assert dubbing.trim_audio_samples(48000, 16000, 60, 30.0) == 32000
-    assert dubbing.trim_audio_samples(16000, 16000, 60, 30.0) == 16000
 
 
 def test_head_motion_from_video_projects_where_the_video_head_is():
@@ -53,8 +53,8 @@ def test_head_motion_from_video_projects_where_the_video_head_is():
 
 def test_errors():
     with pytest.raises(ValueError, match="length_rule must be one of loop, hold, trim; got 'stretch'"):
-        dubbing.output_length(10, 25.0, 1.0, 30.0, "stretch")
+        dubbing.align_to_audio(10, 25.0, np.zeros((1, 1, 100)), 16000, 30.0, "stretch")
     with pytest.raises(ValueError, match="the new audio is empty"):
-        dubbing.output_length(10, 25.0, 0.0, 30.0, "loop")
+        dubbing.align_to_audio(10, 25.0, np.zeros((1, 1, 0)), 16000, 30.0, "loop")
     with pytest.raises(ValueError, match=r"the video gives 2 head poses for a motion of 3 frames; align the video"):
         dubbing.head_motion_from_video(Motion(np.zeros((3, 468, 3)), np.zeros((3, 6))), np.stack([np.eye(4)] * 2), np.eye(4))
