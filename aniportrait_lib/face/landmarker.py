@@ -150,7 +150,8 @@ class FaceLandmarker:
             h, w = rgb.shape[:2]
             raise NoFaceError(
                 f"no face was found in the reference image ({w}x{h}); use a photo where one face is "
-                f"clearly visible, frontal, at least ~100 px wide"
+                f"clearly visible, frontal, at least ~100 px wide; for drawings or anime faces, give the face's "
+                f"position (five points or a box) with AniPortrait Face From Points"
             )
         return face
 

@@ -1,0 +1,91 @@
+"""Compose nodes: crop the face like AniPortrait's training data, paste generated frames back."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..aniportrait_lib import compose, imaging
+from ..aniportrait_lib.face import tracking
+from . import comfy_adapter as comfy
+from . import sockets
+
+CATEGORY = f"{comfy.CATEGORY}/compose"
+
+
+class FaceCrop(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitFaceCrop",
+            display_name="AniPortrait Face Crop",
+            category=CATEGORY,
+            description="Crops the face of a photo or video at the generation size, framed like AniPortrait's training crops "
+                        "(face centred, face box about half the crop width, eyes at ~40% height); for video the crop follows the "
+                        "head, smoothed. The crop info lets AniPortrait Paste Back put generated frames back.",
+            inputs=[
+                sockets.FaceLandmarkerModel.Input("face_landmarker"),
+                io.Image.Input("image", tooltip="A photo or video frames."),
+                io.Int.Input("width", default=512, min=comfy.MIN_SIZE, max=comfy.MAX_SIZE, step=8, tooltip="Crop width (multiple of 8)."),
+                io.Int.Input("height", default=512, min=comfy.MIN_SIZE, max=comfy.MAX_SIZE, step=8, tooltip="Crop height (multiple of 8)."),
+                io.Float.Input("scale", default=compose.DEFAULT_SCALE, min=1.0, max=6.0, step=0.05,
+                               tooltip="Crop width / face size (face size = mean of the landmark box's width and height). "
+                                       "2.0 puts the face box at about half the crop width."),
+                io.Float.Input("vertical_offset", default=compose.DEFAULT_VERTICAL_OFFSET, min=-0.5, max=0.5, step=0.01,
+                               tooltip="Moves the crop down by this fraction of its height (positive = the face sits higher). "
+                                       "0 centres the face box, which puts the eyes at about 40% of the height."),
+                io.Int.Input("smoothing", default=compose.DEFAULT_SMOOTHING, min=1, max=61,
+                             tooltip="Centred moving average of the crop's centre and size over this many frames (1 = off)."),
+                io.Combo.Input("on_missing", options=list(tracking.ON_MISSING), default="interpolate",
+                               tooltip="Frames where no face is found: interpolate = the face and crop between the nearest frames "
+                                       "with a face (held at the ends), hold = repeat the last, stop = end at the first such frame."),
+                io.Combo.Input("pad", options=list(compose.PAD_MODES), default="edge",
+                               tooltip="Parts of the crop outside the image: edge = repeat the border pixels, constant = black."),
+            ],
+            outputs=[io.Image.Output("crops"), sockets.CropInfo.Output("crop_info")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, face_landmarker, image, width, height, scale, vertical_offset, smoothing, on_missing, pad) -> io.NodeOutput:
+        frames = comfy.image_batch_to_uint8(image, "image")
+        crops, info, tracked = compose.face_crop(frames, face_landmarker, (width, height), scale, vertical_offset, smoothing,
+                                                 on_missing, pad, comfy.progress(2 * len(frames)))
+        return comfy.output(comfy.uint8_to_image_batch(crops), info, notes=[tracked.summary()])
+
+
+class PasteBack(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitPasteBack",
+            display_name="AniPortrait Paste Back",
+            category=CATEGORY,
+            description="Puts generated face frames back into the original photo or video at its full resolution, "
+                        "blended with a feathered mask; also outputs the mask.",
+            inputs=[
+                io.Image.Input("generated", tooltip="Generated frames (any size; stretched onto each crop window)."),
+                sockets.CropInfo.Input("crop_info", tooltip="From AniPortrait Face Crop."),
+                io.Image.Input("original", tooltip="The photo (1 image: used for every frame) or the frames that were cropped "
+                                                   "(as many as generated)."),
+                io.Combo.Input("mask", options=list(compose.MASK_MODES), default=compose.DEFAULT_MASK,
+                               tooltip="box = the whole crop (keeps head motion); face = the face landmarks' outline, expanded."),
+                io.Float.Input("expand", default=compose.DEFAULT_EXPAND, min=0.0, max=1.0, step=0.01,
+                               tooltip="face mask only: grows the landmarks' outline by this fraction (forehead, chin)."),
+                io.Int.Input("feather", default=compose.DEFAULT_FEATHER, min=0, max=512,
+                             tooltip="Width in pixels over which the mask fades in from its edge (0 = hard edge)."),
+                io.Boolean.Input("color_match", default=False,
+                                 tooltip="Match the generated colours (LAB mean and spread inside the mask) to the original."),
+            ],
+            outputs=[io.Image.Output("images"), io.Mask.Output("mask")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, generated, crop_info, original, mask, expand, feather, color_match) -> io.NodeOutput:
+        gen = comfy.image_batch_to_uint8(generated, "generated")
+        originals = comfy.image_batch_to_uint8(original, "original")
+        frames, masks = compose.paste_frames(gen, originals, crop_info, mask, expand, feather, color_match,
+                                             comfy.progress(len(gen)))
+        return comfy.output(comfy.uint8_to_image_batch(frames), comfy.to_output_device(imaging.uint8_to_float(masks)))
+
+
+NODES = [FaceCrop, PasteBack]
