@@ -108,6 +108,30 @@ def image_to_uint8(image: Any, what: str = "image") -> np.ndarray:
     raise ValueError(f"the {what} must be one image (H, W, C); got shape {shape}.")
 
 
+def frames_to_levels(frames: Any, what: str = "images", chunk: int = CHUNK_FRAMES) -> np.ndarray:
+    """A batch of RGB float images -> float32 ``(N, H, W, 3)`` pixel levels on the 0..255 scale, NOT rounded
+    or clipped: for steps that resample again (paste back), so a crop's resampling overshoot and sub-level
+    detail survive the round trip. Same checks as :func:`frames_to_uint8` (NaN/inf, range, shape)."""
+    shape = tuple(frames.shape)
+    if len(shape) != 4 or 0 in shape or shape[-1] != 3:
+        raise ValueError(f"the {what} input is empty or not a batch of RGB images (shape {shape}); connect at least one image.")
+    out = np.empty(shape, dtype=np.float32)
+    for start in range(0, shape[0], chunk):
+        part = _as_numpy(frames[start : start + chunk])
+        if part.dtype == np.uint8:
+            out[start : start + chunk] = part
+            continue
+        _check_float_range(part, what)
+        out[start : start + chunk] = part.astype(np.float32) * 255.0
+    return out
+
+
+def levels_to_float(levels: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """float pixel levels ``(..., 3)`` on the 0..255 scale -> float32 tensor on the 0..1 scale, unclipped
+    (a resampler's small overshoot is kept; every consumer clips it, see :data:`OVERSHOOT`)."""
+    return torch.from_numpy(np.ascontiguousarray(levels, dtype=np.float32)).to(device).div_(255.0)
+
+
 def uint8_to_float(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 ``(..., H, W, 3)`` -> float32 tensor in [0, 1] (``k / 255``: converts back exactly)."""
     return torch.from_numpy(np.ascontiguousarray(frames)).to(device).float().div_(255.0)

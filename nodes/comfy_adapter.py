@@ -91,6 +91,16 @@ def uint8_to_image_batch(frames: np.ndarray) -> torch.Tensor:
     return imaging.uint8_to_float(frames, mm.intermediate_device())
 
 
+def image_batch_to_levels(images: torch.Tensor, what: str) -> np.ndarray:
+    """core IMAGE -> float32 pixel levels (0..255 scale), unrounded: for steps that resample again."""
+    return imaging.frames_to_levels(images, what)
+
+
+def levels_to_image_batch(levels: np.ndarray) -> torch.Tensor:
+    """float32 pixel levels (0..255 scale) -> core IMAGE, keeping a resampler's small overshoot."""
+    return imaging.levels_to_float(levels, mm.intermediate_device())
+
+
 def first_image_uint8(images: torch.Tensor, what: str) -> tuple[np.ndarray, str | None]:
     """The first image of a core IMAGE batch as uint8 ``(H, W, 3)``, and a note when more were given."""
     first, note = imaging.first_image(images, what)

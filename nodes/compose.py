@@ -49,7 +49,7 @@ class FaceCrop(io.ComfyNode):
         frames = comfy.image_batch_to_uint8(image, "image")
         crops, info, tracked = compose.face_crop(frames, face_landmarker, (width, height), scale, vertical_offset, smoothing,
                                                  on_missing, pad, comfy.progress(2 * len(frames)))
-        return comfy.output(comfy.uint8_to_image_batch(crops), info, notes=[tracked.summary()])
+        return comfy.output(comfy.levels_to_image_batch(crops), info, notes=[tracked.summary()])
 
 
 class PasteBack(io.ComfyNode):
@@ -81,7 +81,7 @@ class PasteBack(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, generated, crop_info, original, mask, expand, feather, color_match) -> io.NodeOutput:
-        gen = comfy.image_batch_to_uint8(generated, "generated")
+        gen = comfy.image_batch_to_levels(generated, "generated")  # unrounded: a crop pasted back unchanged stays exact
         originals = comfy.image_batch_to_uint8(original, "original")
         frames, masks = compose.paste_frames(gen, originals, crop_info, mask, expand, feather, color_match,
                                              comfy.progress(len(gen)))

@@ -37,7 +37,7 @@ DEFAULT_VERTICAL_OFFSET = 0.0
 DEFAULT_SMOOTHING = 9
 PAD_MODES = ("edge", "constant")
 #: Lanczos kernel radius (taps each side at 1:1)
-LANCZOS_A = 3
+LANCZOS_A = 4
 
 
 def check_crop_size(width: int, height: int, min_size: int = 64, max_size: int = 2048) -> tuple[int, int]:
@@ -132,8 +132,8 @@ def box_jitter(boxes: np.ndarray) -> dict[str, float]:
 # ----------------------------------------------------------------------------- resampling
 
 
-def _lanczos(x: np.ndarray, a: int = LANCZOS_A) -> np.ndarray:
-    return np.where(np.abs(x) < a, np.sinc(x) * np.sinc(x / a), 0.0)
+def _lanczos(x: np.ndarray) -> np.ndarray:
+    return np.where(np.abs(x) < LANCZOS_A, np.sinc(x) * np.sinc(x / LANCZOS_A), 0.0)
 
 
 def _axis_weights(start: float, step: float, count: int, length: int, pad: str,
@@ -209,14 +209,16 @@ def crop_frames(frames: np.ndarray, boxes: np.ndarray, crop_size: tuple[int, int
         pad: outside the frame, ``edge`` replicates the border, ``constant`` is black.
         progress: optional ``progress(done, total)`` per frame.
     Returns:
-        ``(T, height, width, 3)`` uint8.
+        ``(T, height, width, 3)`` float32 pixel levels (0..255 scale), neither rounded nor clipped: the
+        resampler's small overshoot is kept so that pasting a crop back unchanged gives the original back
+        (within 1 level; rounding to uint8 here would cost up to 6 levels next to black or white).
     """
     width, height = crop_size
-    out = np.empty((len(boxes), height, width, 3), dtype=np.uint8)
+    out = np.empty((len(boxes), height, width, 3), dtype=np.float32)
     for t, box in enumerate(np.asarray(boxes, dtype=np.float64)):
         step = ((box[2] - box[0]) / width, (box[3] - box[1]) / height)
         frame = frames[t if len(frames) > 1 else 0]
-        out[t] = to_uint8(resample(frame, (box[0], box[1]), step, crop_size, pad))
+        out[t] = resample(frame, (box[0], box[1]), step, crop_size, pad)
         if progress is not None:
             progress(t + 1, len(boxes))
     return out
@@ -246,7 +248,7 @@ def face_crop(frames: np.ndarray, landmarker, crop_size: tuple[int, int], scale:
               progress: Progress | None = None) -> tuple[np.ndarray, CropInfo, tracking.TrackedFaces]:
     """Track the face of a photo or clip and crop it: ``(T, H, W, 3)`` uint8 -> crops, crop info, tracking.
 
-    Crops are ``(T', h, w, 3)`` uint8 with ``T' = T`` (``T' < T`` when ``on_missing`` = stop cut the clip).
+    Crops are ``(T', h, w, 3)`` float32 levels (:func:`crop_frames`) with ``T' = T`` (``T' < T`` when ``on_missing`` = stop cut the clip).
     ``progress(done, 2 * T)`` covers tracking then cropping.
     """
     crop_size = check_crop_size(*crop_size)

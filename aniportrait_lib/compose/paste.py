@@ -127,7 +127,7 @@ def paste_frame(generated: np.ndarray, original: np.ndarray, box: np.ndarray, po
     """One generated frame into one original, worked on only inside the window.
 
     Args:
-        generated: ``(gh, gw, 3)`` uint8, stretched onto ``box``.
+        generated: ``(gh, gw, 3)`` uint8 or float levels (0..255 scale), stretched onto ``box``.
         original: ``(H, W, 3)`` uint8.
         box: ``[x0, y0, x1, y1]`` crop window in original pixels.
         points: ``(N, 2)`` face points in original pixels for a face-shaped mask, None for the box.
@@ -154,7 +154,8 @@ def paste_frames(generated: np.ndarray, originals: np.ndarray, info: CropInfo, m
     """Paste N generated frames back into their originals.
 
     Args:
-        generated: ``(N, gh, gw, 3)`` uint8 (any size; stretched onto each crop window).
+        generated: ``(N, gh, gw, 3)`` uint8 or float pixel levels on the 0..255 scale (any size; stretched onto
+            each crop window; float keeps sub-level precision and a crop's overshoot).
         originals: ``(M, H, W, 3)`` uint8 with ``M`` 1 (a photo) or N, and ``(W, H)`` the crop info's source size.
         info: the crop info of the originals (one window per original).
         mask: ``box`` or ``face``; ``expand`` scales the face hull; ``feather_px`` the inward feather width.

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aniportrait_lib import compose
+from aniportrait_lib import compose, imaging
 from aniportrait_lib.compose import crop as crop_mod
 from aniportrait_lib.data import CropInfo
 from aniportrait_lib.face import tracking
@@ -54,7 +54,7 @@ def photo():
 def test_default_framing_matches_aniportrait_crops(landmarker, photo):
     crops, info, tracked = compose.face_crop(photo[None], landmarker, (512, 512))
     assert crops.shape == (1, 512, 512, 3) and info.num_frames == 1 and tracked.filled == 0
-    face = landmarker.analyze(crops[0])  # measured on the crop itself
+    face = landmarker.analyze(imaging.frames_to_uint8(crops[:1] / 255.0, "crop")[0])  # measured on the crop itself (as an 8-bit image)
     points = face.landmarks_px()
     x0, y0, x1, y1 = compose.face_box(points)
     eyes_y = (points[468, 1] + points[473, 1]) / 2
@@ -126,10 +126,9 @@ def test_identity_paste_back_reproduces_the_original(landmarker, photo, guitar, 
         print(f"[identity] {name} ({mask}): outside max {outside.max()}, band max {band.max()}, inside max {inside.max()}, "
               f"inside > 2 levels: {np.count_nonzero(inside > 2)} of {inside.size}")
         assert outside.size and outside.max() == 0
-        # within 2 levels except next to near-black/white pixels: the crop is an IMAGE (0..1), so the
-        # interpolator's overshoot there is clipped and cannot come back (measured: <= 21 px, max 6 levels)
-        assert np.count_nonzero(inside > 2) <= 1e-3 * inside.size and inside.max() <= 7
-        assert np.count_nonzero(band > 2) <= 1e-3 * band.size
+        # the criterion: within 2 levels inside (crops keep the Lanczos-4 overshoot unrounded, so
+        # nothing is clipped or quantised on the way; measured <= 1 level)
+        assert inside.max() <= 2 and band.max() <= 2
 
 
 def test_paste_into_a_photo_uses_it_for_every_frame(photo):
@@ -139,7 +138,8 @@ def test_paste_into_a_photo_uses_it_for_every_frame(photo):
     calls = []
     out, masks = compose.paste_frames(generated, photo[None], info, feather_px=0, progress=lambda d, t: calls.append((d, t)))
     assert out.shape == (3, 512, 512, 3) and masks.shape == (3, 512, 512) and calls[-1] == (3, 3)
-    assert np.array_equal(out[0, 60:240, 110:290], np.zeros((180, 180, 3))) and (out[1, 60:240, 110:290] == 255).all()
+    # inside the window minus the Lanczos-4 reach at the generated frame's edge (4 / 0.32 = 12.5 px)
+    assert not out[0, 65:235, 115:285].any() and (out[1, 65:235, 115:285] == 255).all()
     assert np.array_equal(out[2, :40], photo[:40]) and np.array_equal(masks[0], masks[2])
     assert masks[0, 100, 150] == 255 and masks[0, 10, 10] == 0
 
@@ -189,3 +189,4 @@ def test_constant_pad_is_black_outside_the_frame(photo):
     edge = compose.crop_frames(photo[None], boxes, (64, 64), pad="edge")
     assert (black[0, :20, :20] == 0).all() and not (edge[0, :20, :20] == 0).all()
     np.testing.assert_allclose(black[0, 40:, 40:], edge[0, 40:, 40:], atol=1)
+
