@@ -19,6 +19,10 @@ pytestmark = pytest.mark.e2e
 NODE_IDS = [
     "AniPortraitLoadAudioModels", "AniPortraitLoadFaceLandmarker", "AniPortraitFaceAnalysis", "AniPortraitAudioFeatures",
     "AniPortraitAudio2Mesh", "AniPortraitAudio2Pose", "AniPortraitProjectLandmarks", "AniPortraitRenderPoseImages",
+    "AniPortraitVideoPoseTemplate", "AniPortraitLoadPoseTemplate", "AniPortraitSavePoseTemplate", "AniPortraitApplyPoseTemplate",
+    "AniPortraitFaceReenactment", "AniPortraitLoadLmk2VideoModels", "AniPortraitLmk2VideoSampler",
+    "AniPortraitEditMotion", "AniPortraitShiftMotion", "AniPortraitAddBlinks", "AniPortraitFaceCrop", "AniPortraitPasteBack",
+    "AniPortraitAlignVideoToAudio", "AniPortraitVideoHeadMotion", "AniPortraitFaceFromPoints",
 ]
 
 
