@@ -75,7 +75,7 @@ class PasteBack(io.ComfyNode):
                 io.Boolean.Input("color_match", default=False,
                                  tooltip="Match the generated colours (LAB mean and spread inside the mask) to the original."),
             ],
-            outputs=[io.Image.Output("images"), io.Mask.Output("mask")],
+            outputs=[io.Image.Output("images"), io.Mask.Output("paste_mask", display_name="mask")],
         )
 
     @classmethod

@@ -46,7 +46,7 @@ MEDIA_SIZE = {"LoadImage": (340, 360), "PreviewImage": (340, 340), "SaveImage": 
               "LoadAudio": (340, 150), "SaveVideo": (340, 340)}
 WIDE = {"AniPortraitLmk2VideoSampler": 320, "AniPortraitLoadLmk2VideoModels": 320, "CLIPVisionLoader": 320, "VAELoader": 320}
 
-GROUP_COLOURS = {"inputs": "#3f789e", "motion": "#8A8", "pose": "#b58b2a", "video": "#a1309b", "note": "#444"}
+GROUP_COLOURS = {"inputs": "#3f789e", "motion": "#8A8", "pose": "#b58b2a", "video": "#a1309b", "crop": "#8AA", "note": "#444"}
 
 MODEL_LINES = {
     "AniPortraitLoadAudioModels": ("`audio2mesh.pt`, `audio2pose.pt` → `models/aniportrait/`", "hf"),
@@ -96,6 +96,28 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
             ("Your inputs", "inputs", [["1", "8"]]),
             ("1 · Driving video → motion", "motion", [["4", "5"], ["9", "12"]]),
             ("2 · Motion → pose images", "pose", [["10", "13"], ["11"]]),
+        ],
+    ),
+    "aniportrait_photo_paste_back": (
+        "A whole photo + speech → a video at the photo's own size: the face is cropped like AniPortrait's training "
+        "data, animated (head motion toned down, blinks added) and pasted back into the photo.",
+        [
+            ("Your inputs", "inputs", [["1", "2"]]),
+            ("1 · Photo → face crop", "crop", [["3", "4"], ["5"]]),
+            ("2 · Audio → motion, edited", "motion", [["6", "7", "8"], ["9", "10"], ["11"]]),
+            ("3 · Motion → pose images", "pose", [["12", "13"], ["14"]]),
+            ("4 · Pose images → video, pasted back", "video", [["15", "16", "17"], ["18"], ["19", "20"], ["21", "22"]]),
+        ],
+    ),
+    "aniportrait_dubbing": (
+        "Dubbing: a video + new speech → the video at its own size with the new speech: the face follows the "
+        "video's head and the speech's lips. The video is looped back and forth to the speech's length.",
+        [
+            ("Your inputs", "inputs", [["1", "2"]]),
+            ("1 · Video on the speech's timeline → face crops", "crop", [["3", "4"], ["5", "6"], ["7", "8"]]),
+            ("2 · Speech + video head → motion", "motion", [["9", "10", "11"], ["12"]]),
+            ("3 · Motion → pose images", "pose", [["13", "14"], ["15"]]),
+            ("4 · Pose images → video, pasted back", "video", [["16", "17", "18"], ["19"], ["20", "21"], ["22", "23"]]),
         ],
     ),
 }
@@ -177,9 +199,11 @@ def api_to_ui(api: dict, object_info: dict, name: str | None = None) -> dict:
             value = node["inputs"].get(inp)
             lid = in_link.get((nid, inp))
             if _is_widget(kind, opts):
-                n_widgets += 1 + bool(opts.get("control_after_generate"))
+                # the frontend adds the control widget also to INT inputs named seed / noise_seed (AniPortrait Add Blinks)
+                control = bool(opts.get("control_after_generate")) or (kind == "INT" and inp in ("seed", "noise_seed"))
+                n_widgets += 1 + control
                 widgets.append(opts.get("default") if value is None or lid else value)
-                if opts.get("control_after_generate"):
+                if control:
                     widgets.append(CONTROL_AFTER_GENERATE)
                 if lid:
                     inputs.append({"name": inp, "type": "COMBO" if isinstance(kind, list) else kind,
@@ -271,6 +295,39 @@ def _fetch(url: str, entry: dict):
     return Image.open(io.BytesIO(r.content)).convert("RGB")
 
 
+def _compose_panels(url: str) -> dict:
+    """Thumbnail tiles of the crop / paste-back workflows: the input, its face crop, the crop's pose image."""
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "aniportrait_photo.png"}},
+        "2": {"class_type": "AniPortraitLoadFaceLandmarker", "inputs": {"model_name": "face_landmarker.task"}},
+        "3": {"class_type": "AniPortraitFaceCrop", "inputs": {"face_landmarker": ["2", 0], "image": ["1", 0], "width": 512, "height": 512,
+                                                              "scale": 2.0, "vertical_offset": 0.0, "smoothing": 9,
+                                                              "on_missing": "interpolate", "pad": "edge"}},
+        "4": {"class_type": "AniPortraitFaceAnalysis", "inputs": {"face_landmarker": ["2", 0], "image": ["3", 0], "width": 512, "height": 512}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["4", 1]}},
+        "11": {"class_type": "LoadVideo", "inputs": {"file": "dubbing_source.mp4"}},
+        "12": {"class_type": "GetVideoComponents", "inputs": {"video": ["11", 0]}},
+        "13": {"class_type": "ImageFromBatch", "inputs": {"image": ["12", 0], "batch_index": 0, "length": 1}},
+        "14": {"class_type": "AniPortraitFaceCrop", "inputs": {**prompt_crop_inputs(), "face_landmarker": ["2", 0], "image": ["13", 0]}},
+        "15": {"class_type": "AniPortraitFaceAnalysis", "inputs": {"face_landmarker": ["2", 0], "image": ["14", 0], "width": 512, "height": 512}},
+        "16": {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}},
+        "17": {"class_type": "PreviewImage", "inputs": {"images": ["14", 0]}},
+        "18": {"class_type": "PreviewImage", "inputs": {"images": ["15", 1]}},
+    }
+    h = _run(url, prompt)
+    first = {k: _fetch(url, h["outputs"][k]["images"][0]) for k in ("5", "6", "16", "17", "18")}
+    from PIL import Image
+
+    photo = Image.open(EXAMPLE_INPUTS / "aniportrait_photo.png").convert("RGB")
+    return {"aniportrait_photo_paste_back": [photo, first["5"], first["6"]],
+            "aniportrait_dubbing": [first["16"], first["17"], first["18"]]}
+
+
+def prompt_crop_inputs() -> dict:
+    return {"width": 512, "height": 512, "scale": 2.0, "vertical_offset": 0.0, "smoothing": 9, "on_missing": "interpolate", "pad": "edge"}
+
+
 def make_thumbnails(url: str, names: list[str]) -> None:
     """workflows/<name>.jpg: what goes in and what comes out (real pose images of the example inputs)."""
     from PIL import Image, ImageDraw
@@ -303,6 +360,10 @@ def make_thumbnails(url: str, names: list[str]) -> None:
               "aniportrait_audio2video": "speech + portrait -> pose images -> video",
               "aniportrait_pose_template": "speech + head-motion video -> pose images",
               "aniportrait_reenactment": "driving video -> pose images on your portrait"}
+    if {"aniportrait_photo_paste_back", "aniportrait_dubbing"} & set(names):
+        panels.update(_compose_panels(url))
+        labels["aniportrait_photo_paste_back"] = "speech + whole photo -> face crop -> pose images -> pasted back"
+        labels["aniportrait_dubbing"] = "video + new speech -> face crops -> pose images -> dubbed video"
     for name in names:
         tiles = panels[name]
         size = 256

@@ -96,7 +96,8 @@ def test_missing_stage2_file_is_reported_once_naming_file_and_folder(stage2_mode
     assert stage2_models.alive()
 
 
-@pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_pose_template", "aniportrait_reenactment"])
+@pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_pose_template", "aniportrait_reenactment",
+                                  "aniportrait_photo_paste_back", "aniportrait_dubbing"])
 def test_ui_workflows_match_their_api_twins_and_the_live_nodes(server, name):
     """The drag-and-drop UI files are what scripts/make_ui_workflow.py makes from the API twin and /object_info."""
     from make_ui_workflow import api_to_ui

@@ -1,0 +1,162 @@
+"""End to end: the full-resolution workflows, whole photo / video in, video at the source's size out.
+
+* ``aniportrait_photo_paste_back``: the whole astronaut photo -> Face Crop -> stage 1 (+ Edit Motion, Add Blinks)
+  -> sampler -> Paste Back into the photo -> an mp4 at the photo's 512x512 with the speech.
+* ``aniportrait_dubbing``: a real clip (``../shared/assets/real/``, turned into an mp4 for core Load Video) + new
+  speech -> Align Video To Audio -> Face Crop -> Video Head Motion -> sampler -> Paste Back into the aligned
+  frames -> an mp4 at the clip's size with the new speech, one frame per 1/30 s of it.
+
+Tiny random weights (fixture ``stage2_models``); the prompts are shrunk (crops 256, face analysis / pose images /
+sampler 64x64, 2 steps, a short clip) and each prompt's run time on this machine is printed.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import time
+import wave
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from comfy_server import execution_error, load_workflow, unique_prefix
+from conftest import node_text, shared_assets_dir
+
+pytestmark = pytest.mark.e2e
+
+SPEECH = "short_speech.wav"  # "Hi there." (espeak-ng, made by the server fixture)
+LONG_SPEECH = "aniportrait_speech.wav"  # 2.4 s (73 frames): the dubbed guitar clip runs through all its frames
+CROP = 256  # crops big enough for MediaPipe to track the face in every crop
+SIZE = 64  # face analysis, pose images and the sampler
+#: (clip, speech): the guitar clip has frames without a face (frames 17, 19 and 20 of the mp4 for MediaPipe in
+#: video mode, though that varies with the decoder): the 2.4 s speech loops it through all of them
+CLIPS = [("video_wan2_2_14B_s2v-1.webp", LONG_SPEECH), ("api_kling_avatar2-1.webp", SPEECH)]
+
+
+def webp_to_mp4(src: Path, dst: Path) -> tuple[int, int, int, Fraction]:
+    """An animated WebP as an H.264 mp4 at its own frame rate (WebP stores whole-millisecond frame durations,
+    33/34 ms -> 30 fps); returns (frames, width, height, fps). example_inputs/dubbing_source.mp4 was made so."""
+    im = Image.open(src)
+    frames, total_ms = [], 0
+    for i in range(im.n_frames):
+        im.seek(i)
+        im.load()
+        frames.append(np.asarray(im.convert("RGB")))
+        total_ms += im.info["duration"]
+    fps = Fraction(round(1000 * len(frames) / total_ms))
+    with av.open(str(dst), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "18"})
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return len(frames), frames[0].shape[1], frames[0].shape[0], fps
+
+
+def _speech(path: Path) -> tuple[int, float]:
+    """(frames at 30 fps the pack's way: ceil of the 16 kHz-resampled length, duration in s) of a wav file."""
+    from aniportrait_lib.audio import features
+
+    with wave.open(str(path)) as w:
+        rate, n, width, channels = w.getframerate(), w.getnframes(), w.getsampwidth(), w.getnchannels()
+        raw = w.readframes(n)
+    assert width == 2
+    samples = np.frombuffer(raw, dtype="<i2").reshape(-1, channels).T.astype(np.float32) / 32768.0
+    return features.frame_count(features.to_mono_16k(samples, rate).shape[0], 30.0), n / rate
+
+
+def _node_id(prompt: dict, class_type: str) -> str:
+    ids = [k for k, node in prompt.items() if node["class_type"] == class_type]
+    assert len(ids) == 1, f"{len(ids)} {class_type} nodes in the prompt"
+    return ids[0]
+
+
+def _shrink(prompt: dict, prefix: str, speech: str = SPEECH) -> dict:
+    prompt = copy.deepcopy(prompt)
+    for node in prompt.values():
+        cls, inputs = node["class_type"], node["inputs"]
+        if cls == "AniPortraitFaceCrop":
+            inputs["width"] = inputs["height"] = CROP
+        elif cls in ("AniPortraitFaceAnalysis", "AniPortraitProjectLandmarks", "AniPortraitLmk2VideoSampler"):
+            inputs["width"] = inputs["height"] = SIZE
+        if cls == "AniPortraitLmk2VideoSampler":
+            inputs["steps"] = 2
+        elif cls == "LoadAudio":
+            inputs["audio"] = speech
+        elif cls == "SaveVideo":
+            inputs["filename_prefix"] = unique_prefix(prefix)
+    return prompt
+
+
+def _run_timed(server, prompt: dict, what: str, capsys) -> dict:
+    t0 = time.time()
+    history = server.run(prompt, timeout=1200)
+    took = time.time() - t0
+    with capsys.disabled():
+        print(f"\n[compose] {what}: {took:.1f} s on this machine")
+    err = execution_error(history)
+    assert err is None, err and (err.get("node_type"), err.get("exception_message"), err.get("traceback"))
+    return history
+
+
+def _check_mp4(server, history: dict, save: str, size: tuple[int, int], frames: int, audio_s: float) -> None:
+    video = history["outputs"][save]["images"][0]
+    path = server.output_dir / video["subfolder"] / video["filename"]
+    assert path.suffix == ".mp4" and path.stat().st_size > 0
+    with av.open(str(path)) as container:
+        vstream = container.streams.video[0]
+        assert (vstream.codec_context.width, vstream.codec_context.height) == size
+        assert abs(float(vstream.average_rate) - 30.0) < 1e-6
+        assert len(container.streams.audio) == 1, "the mp4 must carry the audio track"
+        astream = container.streams.audio[0]
+        got = sum(1 for _ in container.decode(vstream))
+        container.seek(0)
+        samples = sum(f.samples for f in container.decode(astream))
+        audio_got = samples / astream.rate
+    assert got == frames, f"{got} video frames, want {frames} (the audio at 30 fps)"
+    assert abs(audio_got - audio_s) < 0.1, f"audio track {audio_got:.3f} s, the speech is {audio_s:.3f} s"
+
+
+def test_photo_paste_back_makes_a_video_at_the_photos_size(stage2_models, capsys):
+    from skimage import data
+
+    server = stage2_models
+    Image.fromarray(data.astronaut()).save(server.input_dir / "aniportrait_photo.png")  # the whole 512x512 photo
+    prompt = _shrink(load_workflow("aniportrait_photo_paste_back_api.json"), "aniportrait/photo_video")
+    assert prompt[_node_id(prompt, "LoadImage")]["inputs"]["image"] == "aniportrait_photo.png"
+    history = _run_timed(server, prompt, "aniportrait_photo_paste_back (whole photo, 'Hi there.')", capsys)
+    frames, seconds = _speech(server.input_dir / SPEECH)
+    assert f"-> {frames} frames at 30 fps" in node_text(history, _node_id(prompt, "AniPortraitAudioFeatures"))
+    assert "blinks of" in node_text(history, _node_id(prompt, "AniPortraitAddBlinks"))
+    _check_mp4(server, history, _node_id(prompt, "SaveVideo"), (512, 512), frames, seconds)
+
+
+@pytest.mark.parametrize(("clip", "speech"), CLIPS, ids=["guitar_face_less_frames", "avatar"])
+def test_dubbing_makes_a_video_at_the_sources_size_with_the_new_speech(stage2_models, capsys, clip, speech):
+    server = stage2_models
+    n_src, width, height, fps = webp_to_mp4(shared_assets_dir() / "real" / clip, server.input_dir / "dubbing_source.mp4")
+    prompt = _shrink(load_workflow("aniportrait_dubbing_api.json"), "aniportrait/dubbed_video", speech)
+    assert prompt[_node_id(prompt, "LoadVideo")]["inputs"]["file"] == "dubbing_source.mp4"
+    history = _run_timed(server, prompt, f"aniportrait_dubbing ({clip}: {n_src} frames {width}x{height} at {fps} fps, "
+                                         f"{speech})", capsys)
+    frames, seconds = _speech(server.input_dir / speech)
+    align = node_text(history, _node_id(prompt, "AniPortraitAlignVideoToAudio"))
+    assert f"{n_src} frames at {float(fps):g} fps -> {frames} frames at 30 fps" in align, align
+    crop_text = node_text(history, _node_id(prompt, "AniPortraitFaceCrop"))
+    motion_text = node_text(history, _node_id(prompt, "AniPortraitVideoHeadMotion"))
+    for text in (crop_text, motion_text):
+        assert f"of {frames} frames" in text, text
+    found, total = (int(x) for x in re.search(r"face found in (\d+) of (\d+) frames", crop_text).groups())
+    if clip == CLIPS[0][0]:  # face-less frames, filled in by the crop's tracking (interpolate)
+        assert found < total and f"{total - found} filled in" in crop_text, crop_text
+    else:
+        assert found == total, crop_text
+    with capsys.disabled():
+        print(f"[compose]   Face Crop: {crop_text!r}; Video Head Motion: {motion_text!r}")
+    _check_mp4(server, history, _node_id(prompt, "SaveVideo"), (width, height), frames, seconds)
