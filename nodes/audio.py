@@ -44,15 +44,22 @@ class Audio2Mesh(io.ComfyNode):
             display_name="AniPortrait Audio2Mesh",
             category=comfy.CATEGORY,
             description="Predicts the per-frame 3D face mesh (lip and expression motion) from audio; head pose starts neutral.",
-            inputs=[sockets.Audio2MeshModel.Input("audio2mesh"), sockets.AudioFeatures.Input("audio_features"), sockets.Face.Input("face")],
+            inputs=[
+                sockets.Audio2MeshModel.Input("audio2mesh"), sockets.AudioFeatures.Input("audio_features"), sockets.Face.Input("face"),
+                io.Float.Input("whole_clip_seconds", default=inference.WHOLE_CLIP_SECONDS, min=0.0, max=3600.0, step=1.0, optional=True,
+                               tooltip="Clips up to this long are encoded in one pass, as the original. Longer clips are encoded in "
+                                       f"{inference.WINDOW_SECONDS:g} s windows ({inference.OVERLAP_SECONDS:g} s cross-faded overlap), "
+                                       "so memory no longer grows with the length (results differ slightly from one pass)."),
+            ],
             outputs=[sockets.Motion.Output("motion")],
         )
 
     @classmethod
     @comfy.user_errors
-    def execute(cls, audio2mesh, audio_features, face) -> io.NodeOutput:
+    def execute(cls, audio2mesh, audio_features, face, whole_clip_seconds=inference.WHOLE_CLIP_SECONDS) -> io.NodeOutput:
+        comfy.check_memory("audio2mesh", seconds=audio_features.duration, model=audio2mesh, whole_clip_seconds=whole_clip_seconds)
         device = comfy.load_for_inference(audio2mesh)
-        offsets = inference.predict_mesh_offsets(audio2mesh.model, audio_features, device)
+        offsets = inference.predict_mesh_offsets(audio2mesh.model, audio_features, device, whole_clip_seconds=whole_clip_seconds)
         return io.NodeOutput(motion_steps.motion_from_mesh_offsets(offsets, face, audio_features.fps))
 
 

@@ -210,3 +210,61 @@ def user_errors(execute: Callable) -> Callable:
             raise ValueError(str(exc)) from exc
 
     return wrapper
+
+
+# ----------------------------------------------------------------------------- memory pre-flight, temp files, video
+
+
+def free_ram_bytes() -> int | None:
+    """Host memory available now (psutil), None when unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        return None
+
+
+def free_vram_bytes() -> int | None:
+    """Device memory a node can get on ComfyUI's compute device (free + what torch holds, which ComfyUI can
+    free by offloading models); None on the CPU or when unknown."""
+    dev = mm.get_torch_device()
+    if getattr(dev, "type", "cpu") != "cuda":
+        return None
+    try:
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free + torch.cuda.memory_reserved(dev))
+    except Exception:
+        return None
+
+
+def check_memory(step: str, **sizes: Any) -> None:
+    """Pre-flight: refuse at once (ValueError with the estimate and advice) when ``step`` will not fit."""
+    from ..aniportrait_lib import preflight
+
+    on_gpu = getattr(mm.get_torch_device(), "type", "cpu") == "cuda"
+    need = preflight.estimate(step, on_gpu, **sizes)
+    preflight.check(need.ram, free_ram_bytes(), need.what, need.advice, "RAM")
+    if on_gpu and need.vram:
+        preflight.check(need.vram, free_vram_bytes(), need.what, need.advice, "VRAM")
+
+
+def temp_directory() -> str:
+    path = folder_paths.get_temp_directory()
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def video_from_file(path: str):
+    """A core VIDEO (``VideoFromFile``) reading ``path``."""
+    from comfy_api.latest import InputImpl
+
+    return InputImpl.VideoFromFile(path)
+
+
+def decode_bytes_per_frame(vae, latent_h: int, latent_w: int) -> int:
+    """Core's estimate of one frame's decode intermediates for this VAE."""
+    try:
+        return int(vae.memory_used_decode((1, 4, latent_h, latent_w), vae.vae_dtype))
+    except Exception:
+        return 2178 * latent_h * latent_w * 64 * 4

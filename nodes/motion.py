@@ -93,6 +93,7 @@ class RenderPoseImages(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, landmarks) -> io.NodeOutput:
+        comfy.check_memory("pose_images", frames=landmarks.num_frames, width=landmarks.width, height=landmarks.height)
         frames = renderer.draw_pose_images(landmarks.points, landmarks.width, landmarks.height,
                                            progress=comfy.progress(landmarks.num_frames))
         return io.NodeOutput(comfy.uint8_to_image_batch(frames))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..aniportrait_lib.video import reference, sampler
+from ..aniportrait_lib.video import pose_source, reference, sampler
 from . import comfy_adapter as comfy
 from . import sockets
 
@@ -18,13 +18,16 @@ class Lmk2VideoSampler(io.ComfyNode):
             node_id="AniPortraitLmk2VideoSampler",
             display_name="AniPortrait Lmk2Video Sampler",
             category=comfy.CATEGORY,
-            description="Animates the reference photo along the pose images (DDIM, v-prediction, context windows). Output latents decode with core VAE Decode.",
+            description="Animates the reference photo along the pose images, or along landmarks drawn window by window (DDIM, v-prediction, context windows). Output latents decode with core VAE Decode.",
             inputs=[
                 sockets.Lmk2VideoModels.Input("lmk2video_models"),
                 io.Vae.Input("vae", tooltip="SD1.5 VAE (sd-vae-ft-mse)."),
                 io.ClipVision.Input("clip_vision", tooltip="sd-image-variations image encoder (CLIP ViT-L/14 with projection)."),
                 io.Image.Input("reference_image", tooltip="The portrait to animate (first image is used)."),
-                io.Image.Input("pose_images", tooltip="Lip-coloured pose images from AniPortrait Render Pose Images; one output frame per image."),
+                io.Image.Input("pose_images", optional=True,
+                               tooltip="Lip-coloured pose images (AniPortrait Render Pose Images, or edited by other nodes); one output frame per image. Connect this or landmarks."),
+                sockets.Landmarks.Input("landmarks", optional=True,
+                                        tooltip="Landmarks from AniPortrait Project Landmarks: each window's pose images are drawn when needed (same video, far less memory than connecting every pose image). Connect this or pose_images."),
                 io.Int.Input("width", default=512, min=MIN_SIZE, max=MAX_SIZE, step=8, tooltip="Video width (multiple of 8)."),
                 io.Int.Input("height", default=512, min=MIN_SIZE, max=MAX_SIZE, step=8, tooltip="Video height (multiple of 8)."),
                 io.Int.Input("steps", default=25, min=1, max=200, tooltip="DDIM steps."),
@@ -41,13 +44,14 @@ class Lmk2VideoSampler(io.ComfyNode):
 
     @classmethod
     @comfy.user_errors
-    def execute(cls, lmk2video_models, vae, clip_vision, reference_image, pose_images, width, height, steps, cfg, seed,
-                context_frames, context_overlap, reference_pose=None) -> io.NodeOutput:
+    def execute(cls, lmk2video_models, vae, clip_vision, reference_image, width, height, steps, cfg, seed,
+                context_frames, context_overlap, pose_images=None, landmarks=None, reference_pose=None) -> io.NodeOutput:
         # ranges are the schema's (ComfyUI checks them per input); cross-input rules are the library's
         models = lmk2video_models
         ref_rgb, note = comfy.first_image_uint8(reference_image, "reference image")
-        poses = comfy.image_batch_to_uint8(pose_images, "pose images")  # resized to width x height by the sampler
+        poses = pose_frames(pose_images, landmarks)  # len(poses) frames; resized to width x height by the sampler
         sampler.check_inputs(width, height, len(poses), steps, cfg, context_frames, context_overlap)
+        comfy.check_memory("sampler", frames=len(poses), width=width, height=height, cfg=cfg, context_frames=context_frames, dtype=models.dtype, models=models.handles)
         if getattr(vae, "latent_channels", 4) != 4 or getattr(vae, "downscale_ratio", 8) != 8:
             raise ValueError(reference.VAE_ERROR)  # before encoding: other VAEs may not even take one image
         ref = reference.prepare_reference(
@@ -64,6 +68,15 @@ class Lmk2VideoSampler(io.ComfyNode):
             device=device, dtype=models.dtype, progress=comfy.progress(total, with_previews=True),
         )
         return comfy.output({"samples": comfy.to_output_device(sampler.to_frame_batch(latents))}, notes=[note])
+
+
+def pose_frames(pose_images, landmarks) -> pose_source.PoseFrames:
+    """The connected pose input as a frame source: IMAGE batch -> uint8 frames held on the host (converted once),
+    landmarks -> frames drawn one context window at a time. Neither or both connected is refused."""
+    chosen = pose_source.pick_pose_input(pose_images, landmarks)
+    if chosen is landmarks:
+        return pose_source.LandmarkPoseFrames(landmarks)
+    return pose_source.ArrayPoseFrames(comfy.image_batch_to_uint8(pose_images, "pose images"))
 
 
 NODES = [Lmk2VideoSampler]

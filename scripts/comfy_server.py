@@ -111,6 +111,7 @@ def start_server(work: Path, port: int | None = None, models: Path | None = None
         "    aniportrait: aniportrait\n"
         "    vae: vae\n"
         "    clip_vision: clip_vision\n"
+        "    vae_approx: vae_approx\n"
     )
     tries = 1 if port is not None else max(1, attempts)
     for attempt in range(tries):

@@ -61,10 +61,44 @@ def _as_input(values: np.ndarray, device: torch.device | str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to(device).unsqueeze(0)
 
 
+#: Audio2Mesh encodes clips up to this long in one pass, as the original (seconds; ``inf`` = always)
+WHOLE_CLIP_SECONDS = 30.0
+#: longer clips: wav2vec2 windows of this length (seconds) ...
+WINDOW_SECONDS = 20.0
+#: ... overlapping by this much, cross-faded in the overlap (seconds)
+OVERLAP_SECONDS = 4.0
+#: Audio2Pose chunks decoded together at most (memory of the batched decoder: ~7 MB per chunk)
+MAX_POSE_BATCH = 64
+
+
+def mesh_window(features: AudioFeatures, whole_clip_seconds: float | None = WHOLE_CLIP_SECONDS,
+                window_seconds: float = WINDOW_SECONDS, overlap_seconds: float = OVERLAP_SECONDS) -> tuple[int, int] | None:
+    """``(window, overlap)`` in frames for Audio2Mesh, or ``None`` for the whole-clip pass (clips up to
+    ``whole_clip_seconds``; ``None``/``inf`` = always whole)."""
+    if whole_clip_seconds is None or features.duration <= whole_clip_seconds:
+        return None
+    window = max(2, int(round(window_seconds * features.fps)))
+    overlap = min(window - 1, max(0, int(round(overlap_seconds * features.fps))))
+    return window, overlap
+
+
 @torch.inference_mode()
-def predict_mesh_offsets(model: Audio2Mesh, features: AudioFeatures, device: torch.device | str = "cpu") -> np.ndarray:
-    """Per-frame vertex displacements ``(T, 468, 3)`` float32 (cm), to add to the canonical mesh."""
-    out = model(_as_input(features.input_values, device), features.num_frames)
+def predict_mesh_offsets(
+    model: Audio2Mesh,
+    features: AudioFeatures,
+    device: torch.device | str = "cpu",
+    whole_clip_seconds: float | None = WHOLE_CLIP_SECONDS,
+    window_seconds: float = WINDOW_SECONDS,
+    overlap_seconds: float = OVERLAP_SECONDS,
+) -> np.ndarray:
+    """Per-frame vertex displacements ``(T, 468, 3)`` float32 (cm), to add to the canonical mesh.
+
+    Clips up to ``whole_clip_seconds`` run the original whole-clip pass (identical results); longer
+    ones are encoded in cross-faded windows (memory independent of the length, see BENCHMARKS.md for
+    the deviation from the whole-clip pass).
+    """
+    window = mesh_window(features, whole_clip_seconds, window_seconds, overlap_seconds)
+    out = model(_as_input(features.input_values, device), features.num_frames, window=window)
     return out[0].float().cpu().numpy().reshape(features.num_frames, -1, 3)
 
 
@@ -75,8 +109,14 @@ def predict_raw_poses(
     style_id: int = DEFAULT_STYLE_ID,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    batched: bool = True,
+    max_batch: int = MAX_POSE_BATCH,
 ) -> list[np.ndarray]:
-    """Raw Audio2Pose output per chunk, each ``(T_k, 6)`` float32 (euler degrees + translation)."""
+    """Raw Audio2Pose output per chunk, each ``(T_k, 6)`` float32 (euler degrees + translation).
+
+    ``batched``: decode all chunks as one batch (about ``2 * 150`` steps whatever the length: the chunks
+    are independent, as in the original); ``False``: the original chunk-by-chunk order (the reference).
+    """
     chunks = plan_pose_chunks(features.input_values.shape[0], features.num_frames, features.fps)
     longest = max(c.num_frames for c in chunks)
     if longest > model.config.max_frames:
@@ -85,12 +125,28 @@ def predict_raw_poses(
             f"{model.config.max_frames}-frame limit; use fps <= {model.config.max_frames // (2 * CHUNK_SECONDS)}."
         )
     out, done = [], 0
-    for chunk in chunks:
-        values = features.input_values[chunk.start : chunk.end]
+    if not batched:  # the original order: one chunk after the other
+        for chunk in chunks:
+            values = features.input_values[chunk.start : chunk.end]
+            report = None if progress is None else (lambda n, base=done: progress(base + n, features.num_frames))
+            poses = model.generate(_as_input(values, device), chunk.num_frames, style_id, on_frame=report)
+            out.append(poses[0].float().cpu().numpy())
+            done += chunk.num_frames
+        return out
+    # all chunks decoded as one batch (groups of max_batch; the last, longest chunk in the last group)
+    max_batch = max(1, int(max_batch))
+    for g in range(0, len(chunks), max_batch):
+        group = chunks[g : g + max_batch]
+        memories = [model.encode_audio(_as_input(features.input_values[c.start : c.end], device), c.num_frames)[0] for c in group]
+        lengths = [c.num_frames for c in group]
+        memory = memories[0].new_zeros(len(group), max(lengths), memories[0].shape[-1])
+        for b, m in enumerate(memories):
+            memory[b, : m.shape[0]] = m
+        del memories
         report = None if progress is None else (lambda n, base=done: progress(base + n, features.num_frames))
-        poses = model.generate(_as_input(values, device), chunk.num_frames, style_id, on_frame=report)
-        out.append(poses[0].float().cpu().numpy())
-        done += chunk.num_frames
+        poses = model.generate_batched(memory, lengths, style_id, on_step=report).float().cpu().numpy()
+        out.extend(poses[b, :n] for b, n in enumerate(lengths))
+        done += sum(lengths)
     return out
 
 
@@ -102,9 +158,10 @@ def predict_poses(
     rotation_scale: float = pose_math.ROTATION_SCALE,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    batched: bool = True,
 ) -> np.ndarray:
     """Head poses ``(T, 6)`` float32 after the original's post-processing (halve rotations, smooth)."""
-    raw = predict_raw_poses(model, features, style_id, device, progress)
+    raw = predict_raw_poses(model, features, style_id, device, progress, batched)
     return pose_math.postprocess_poses(raw, rotation_scale, smoothing_window)
 
 

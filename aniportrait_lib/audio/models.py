@@ -82,9 +82,16 @@ class Audio2Mesh(nn.Module):
         self.in_fn = nn.Linear(hidden, config.latent_dim)
         self.out_fn = nn.Linear(config.latent_dim, config.out_dim)
 
-    def forward(self, input_values: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """``(B, N)`` normalised 16 kHz samples -> ``(B, T, out_dim)`` displacements (cm, flattened 468x3)."""
-        hidden = wav2vec.encode_at_frame_rate(self.audio_encoder, input_values, num_frames)
+    def forward(self, input_values: torch.Tensor, num_frames: int, window: tuple[int, int] | None = None, on_window=None) -> torch.Tensor:
+        """``(B, N)`` normalised 16 kHz samples -> ``(B, T, out_dim)`` displacements (cm, flattened 468x3).
+
+        ``window=(frames, overlap)``: encode in overlapping, cross-faded windows of that many frames
+        (:func:`wav2vec.encode_windowed`, bounded memory); ``None``: the original whole-clip pass.
+        """
+        if window is None:
+            hidden = wav2vec.encode_at_frame_rate(self.audio_encoder, input_values, num_frames)
+        else:
+            hidden = wav2vec.encode_windowed(self.audio_encoder, input_values, num_frames, window[0], window[1], on_window)
         return self.out_fn(self.in_fn(hidden))
 
 
@@ -178,6 +185,56 @@ class Audio2Pose(nn.Module):
                 token = self.pose_map(pose) + pe[i + 1] + style
         return torch.stack(outputs, dim=1)
 
+    def generate_batched(
+        self,
+        memory: torch.Tensor,
+        lengths: list[int],
+        style_id: int | torch.Tensor,
+        on_step: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """Decode several independent sequences (e.g. the 5 s chunks of a clip) as one batch.
+
+        The same maths as :meth:`generate` per sequence (the sequences never see each other), so the
+        decode runs ``max(lengths)`` steps whatever the number of sequences. Sequence ``b`` uses
+        ``memory[b, :lengths[b]]``; once a sequence is complete it leaves the batch (sequences are
+        processed longest first), so padding costs nothing.
+        Args:
+            memory: ``(B, T_max, d)`` decoder memory (:meth:`encode_audio` of each sequence, zero-padded).
+            lengths: frames of each sequence, each in ``1..max_frames``.
+            style_id: speaking-style id (int or ``(B,)`` long tensor).
+            on_step: called with the number of frames decoded so far over all sequences.
+        Returns:
+            ``(B, T_max, 6)`` raw poses; rows past a sequence's length are zero.
+        """
+        cfg = self.config
+        bsz, t_max, _ = memory.shape
+        if len(lengths) != bsz or not all(1 <= n <= cfg.max_frames for n in lengths) or max(lengths) != t_max:
+            raise ValueError(f"Audio2Pose decodes 1..{cfg.max_frames} frames per sequence; got lengths {lengths} for memory {tuple(memory.shape)}")
+        order = sorted(range(bsz), key=lambda b: -lengths[b])
+        inverse = [0] * bsz
+        for pos, b in enumerate(order):
+            inverse[b] = pos
+        lens = [lengths[b] for b in order]
+        memory = memory[order]
+        style = self._style_embedding(style_id, bsz, memory.device)
+        if style.shape[0] == bsz and torch.is_tensor(style_id) and style_id.numel() == bsz:
+            style = style[order]
+        pe = self.PPE.pe[0, :t_max].to(memory.dtype)
+        state = _DecodeState.empty(self, memory, t_max)
+        out = memory.new_zeros(bsz, t_max, cfg.out_dim)
+        token = self.pose_map(memory.new_zeros(bsz, cfg.out_dim)) + pe[0] + style
+        done = 0
+        for i in range(t_max):
+            n = sum(1 for length in lens if length > i)  # lens is non-increasing: the first n still decode
+            pose = self.pose_map_r(self._decode_step(token[:n], i, state))  # (n, 6)
+            out[:n, i] = pose
+            done += n
+            if on_step is not None:
+                on_step(done)
+            if i + 1 < t_max:
+                token = self.pose_map(pose) + pe[i + 1] + style[:n]
+        return out[inverse]
+
     def _style_embedding(self, style_id: int | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
         ids = torch.as_tensor(style_id, device=device, dtype=torch.long).reshape(-1).expand(batch)
         if ((ids < 0) | (ids >= self.config.num_ids)).any():
@@ -185,21 +242,24 @@ class Audio2Pose(nn.Module):
         return self.id_embed(ids)
 
     def _decode_step(self, x: torch.Tensor, i: int, state: "_DecodeState") -> torch.Tensor:
-        """Frame ``i`` through every decoder layer (post-norm, as ``nn.TransformerDecoderLayer``): ``(B, d)``."""
+        """Frame ``i`` through every decoder layer (post-norm, as ``nn.TransformerDecoderLayer``): ``(B, d)``.
+
+        ``x`` may hold only the first ``B <= state batch`` rows (the sequences still decoding).
+        """
         bsz, d = x.shape
         heads, head_dim = state.k_cache.shape[2], state.k_cache.shape[4]
         bias = -state.slopes * (i - state.distance[: i + 1]).view(1, 1, -1)  # (1, H, i+1)
         for li, layer in enumerate(self.transformer_decoder.layers):
             sa = layer.self_attn
             q, k, v = F.linear(x, sa.in_proj_weight, sa.in_proj_bias).view(bsz, 3, heads, head_dim).unbind(1)
-            state.k_cache[li, :, :, i] = k
-            state.v_cache[li, :, :, i] = v
-            keys = state.k_cache[li, :, :, : i + 1]  # (B, H, i+1, hd)
+            state.k_cache[li, :bsz, :, i] = k
+            state.v_cache[li, :bsz, :, i] = v
+            keys = state.k_cache[li, :bsz, :, : i + 1]  # (B, H, i+1, hd)
             scores = torch.einsum("bhd,bhjd->bhj", q * (1.0 / math.sqrt(head_dim)), keys) + bias
             attn = torch.softmax(scores, dim=-1)
-            ctx = torch.einsum("bhj,bhjd->bhd", attn, state.v_cache[li, :, :, : i + 1]).reshape(bsz, d)
+            ctx = torch.einsum("bhj,bhjd->bhd", attn, state.v_cache[li, :bsz, :, : i + 1]).reshape(bsz, d)
             x = layer.norm1(x + sa.out_proj(ctx))
-            x = layer.norm2(x + state.cross[li][:, i])
+            x = layer.norm2(x + state.cross[li][:bsz, i])
             x = layer.norm3(x + layer.linear2(F.relu(layer.linear1(x))))
         return x
 

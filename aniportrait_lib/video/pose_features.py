@@ -4,13 +4,18 @@ The pose guider's input for a window (that window's pose frames, CFG-duplicated)
 step, and so is its output, even with the batch-statistics BatchNorm (the batch is the same). The cache
 computes each window's features at the first step and reuses them; one copy of the bitwise-equal CFG rows
 is kept and expanded back when used.
+
+The pose frames come from a :class:`~.pose_source.PoseFrames` source and are fetched one window at a time,
+when that window's features are first computed (landmarks are rendered right then, so no clip-long batch of
+pose images is needed).
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Union
 
 import torch
 
+from .pose_source import PoseFrames, as_pose_frames
 from .preprocess import prepare_pose_tensor
 
 __all__ = ["PoseFeatureCache", "run_pose_guider"]
@@ -39,12 +44,13 @@ def _compact_rows(features: list[torch.Tensor]) -> list[torch.Tensor]:
 class PoseFeatureCache:
     """Pose features per context window.
 
-    The pose video stays on the CPU as uint8 (1.5 MB/frame at 512x512 instead of 3 MB of fp16 on the
-    GPU); a window's frames are moved and converted on the device when its features are computed.
+    The pose frames stay on the host (uint8, or landmarks drawn per window); a window's frames are fetched
+    from the source, moved and converted on the device when its features are computed.
 
     Args:
         pose_guider: the PoseGuider module (its BatchNorm mode is left as it is).
-        poses: uint8 (F, H, W, 3) CPU tensor of pose frames, channels as stored.
+        poses: a :class:`~.pose_source.PoseFrames` source, or uint8 (F, H, W, 3) pose frames (channels as
+            stored), wrapped by :func:`~.pose_source.as_pose_frames`.
         size: (height, width) in pixels the frames are resized to (nearest, like the original).
         batch: CFG batch size (2 with guidance, else 1); the guider sees the window repeated this often.
         device, dtype: where and in which dtype the guider runs.
@@ -54,20 +60,21 @@ class PoseFeatureCache:
             not grow with the video length.
     """
 
-    def __init__(self, pose_guider: torch.nn.Module, poses: torch.Tensor, size: tuple[int, int], batch: int,
+    def __init__(self, pose_guider: torch.nn.Module, poses: Union[PoseFrames, Any], size: tuple[int, int], batch: int,
                  device: torch.device, dtype: torch.dtype, enabled: bool = True, budget_bytes: int = 1 << 30,
                  overflow_device: Union[str, torch.device] = "cpu") -> None:
-        self.pose_guider, self.poses, self.size, self.batch = pose_guider, poses, size, batch
+        self.pose_guider, self.poses, self.size, self.batch = pose_guider, as_pose_frames(poses), size, batch
         self.device, self.dtype, self.enabled = device, dtype, enabled
         self.bytes_left, self.overflow_device = budget_bytes, overflow_device
         self._cache: dict[int, list[torch.Tensor]] = {}
 
     def features(self, key: int, frames: torch.Tensor) -> list[torch.Tensor]:
         """The guider's features for window ``key`` (frame indices ``frames``, a CPU long tensor):
-        a list of (batch, C_k, f, H_k, W_k) tensors on the device."""
+        a list of (batch, C_k, f, H_k, W_k) tensors on the device. The window's frames are fetched from the
+        source only when the features are computed (first use, or every use when caching is disabled)."""
         if key in self._cache:
             return [f.to(self.device, non_blocking=True).expand(self.batch, *f.shape[1:]) for f in self._cache[key]]
-        window = self.poses.index_select(0, frames).to(self.device, non_blocking=True)
+        window = torch.from_numpy(self.poses.frames(frames)).to(self.device)  # uint8 (f, H, W, 3)
         pose_in = prepare_pose_tensor(window, *self.size).to(self.dtype).repeat(self.batch, 1, 1, 1, 1)
         features = run_pose_guider(self.pose_guider, pose_in)
         if self.enabled:

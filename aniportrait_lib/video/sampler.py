@@ -11,7 +11,9 @@ Semantics of the original ``Pose2VideoPipeline.__call__`` (``src/pipelines/pipel
    (:func:`~aniportrait_lib.video.context_windows.uniform_context_windows`). Per window the pose guider runs
    on that window's pose frames (CFG-duplicated batch: its BatchNorms use the statistics of the current
    batch, so a frame's pose features depend on its window; the features are the same at every step, so
-   by default they are computed at the first step and reused, :mod:`.pose_features`) and the video UNet
+   by default they are computed at the first step and reused, :mod:`.pose_features`; the frames come from
+   a :class:`~aniportrait_lib.video.pose_source.PoseFrames` source: held uint8 pose images, or landmarks
+   drawn for that window only when its features are computed) and the video UNet
    predicts v for the window. Predictions are summed per frame and divided by the per-frame window count,
    THEN CFG ``uncond + cfg * (cond - uncond)`` is applied and one DDIM step is taken.
 
@@ -46,9 +48,10 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .. import imaging
+from ..data import Landmarks
 from .context_windows import frame_coverage, uniform_context_windows
 from .pose_features import PoseFeatureCache
+from .pose_source import PoseFrames, as_pose_frames
 from .reference import LATENT_SCALE
 from .scheduler import AniPortraitDDIM, make_scheduler
 
@@ -360,7 +363,8 @@ def _initial_latents(shape: tuple[int, ...], seed: Union[int, torch.Generator], 
 # ----------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def sample_video(
-    models: Any, ref_latent: torch.Tensor, clip_embeds: torch.Tensor, pose_images: Union[np.ndarray, torch.Tensor], *,
+    models: Any, ref_latent: torch.Tensor, clip_embeds: torch.Tensor,
+    pose_images: Union[np.ndarray, torch.Tensor, PoseFrames, Landmarks], *,
     steps: int = 25, cfg: float = 3.5, seed: Union[int, torch.Generator] = 42, context_frames: int = 16,
     context_overlap: int = 4, device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None,
     progress: Optional[Progress] = None, noise: Optional[torch.Tensor] = None,
@@ -375,8 +379,11 @@ def sample_video(
             (the pose guider's ``batch_norm_mode='batch_stats'`` reproduces the original's train-mode BatchNorm).
         ref_latent: (1, 4, H/8, W/8) reference VAE latent mean, ALREADY multiplied by 0.18215.
         clip_embeds: (1, D) (or (1, 1, D)) CLIP ``image_embeds`` of the reference photo.
-        pose_images: (F, H, W, 3) rendered pose frames, channels as stored (BGR-as-RGB), uint8 (or float
-            0..1); frames of another size than 8x the latent's are resized, nearest neighbour, like the original.
+        pose_images: the pose frames: (F, H, W, 3) rendered pose images, channels as stored (BGR-as-RGB), uint8
+            (or float 0..1); or :class:`~aniportrait_lib.data.Landmarks` (points (F, N, 2) pixels), drawn one
+            window at a time when that window's pose features are first computed (same frames, same latents,
+            without holding every pose image); or any :class:`~aniportrait_lib.video.pose_source.PoseFrames`.
+            Frames of another size than 8x the latent's are resized, nearest neighbour, like the original.
         steps: DDIM steps (>= 1). cfg: guidance scale; 1.0 disables the uncond branch entirely.
         seed: integer seed (CPU generator, device independent) or a ``torch.Generator``.
         context_frames, context_overlap: context-window length and overlap in frames.
@@ -397,10 +404,10 @@ def sample_video(
                           next((q.device for q in video_unet.parameters()), ref_latent.device))
     dtype = dtype if dtype is not None else _model_dtype(video_unet, torch.float32)
     clip_embeds = _check_conditioning(ref_latent, clip_embeds)
-    poses = torch.from_numpy(imaging.frames_to_uint8(pose_images, "pose images"))  # stays on the CPU, uint8
+    poses = as_pose_frames(pose_images)  # host side: uint8 frames, or landmarks drawn per window
     h, w = int(ref_latent.shape[2]), int(ref_latent.shape[3])
-    check_inputs(8 * w, 8 * h, poses.shape[0], steps, float(cfg), context_frames, context_overlap)
-    cfg, num_frames = float(cfg), int(poses.shape[0])
+    check_inputs(8 * w, 8 * h, poses.num_frames, steps, float(cfg), context_frames, context_overlap)
+    cfg, num_frames = float(cfg), poses.num_frames
 
     plan = plan_windows(num_frames, context_frames, context_overlap, device)
     sched = scheduler if scheduler is not None else make_scheduler()

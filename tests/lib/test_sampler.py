@@ -684,3 +684,99 @@ def test_estimate_memory() -> None:
     # CFG batch 2 x min(frames, window) 16 x 64x64 latent x 320 x 64 x 2 bytes (fp16)
     assert estimate_memory(48, 512, 512, 3.5, 16, torch.float16) == 2 * 16 * 64 * 64 * 320 * 64 * 2
     assert estimate_memory(4, 512, 512, 1.0, 16, torch.float32) == 1 * 4 * 64 * 64 * 320 * 64 * 4
+
+
+# ------------------------------------------------------------------------------------------------------------
+# pose frames on demand: landmarks drawn window by window
+# ------------------------------------------------------------------------------------------------------------
+def _projected_landmarks(num_frames: int, width: int = 512, height: int = 512) -> Any:
+    """A real projected face (golden ``projection``: 12 frames of 468 points at 512x512), ping-ponged to
+    ``num_frames`` and scaled to a ``width x height`` frame, as :class:`~aniportrait_lib.data.Landmarks`."""
+    from aniportrait_lib.data import Landmarks
+
+    folder, _ = load_case("projection")
+    base = np.load(folder / "projected.npy")
+    loop = np.concatenate([base, base[-2:0:-1]], axis=0)
+    points = np.concatenate([loop] * -(-num_frames // len(loop)), axis=0)[:num_frames]
+    points = points * np.array([width / 512.0, height / 512.0])
+    return Landmarks(points=np.ascontiguousarray(points), width=width, height=height)
+
+
+@pytest.mark.parametrize("size", [(512, 512), (96, 80)], ids=["512x512", "96x80"])
+def test_landmarks_give_the_latents_of_their_rendered_pose_images(pipeline_case: tuple[Path, dict], tiny_models: Any,
+                                                                  size: tuple[int, int]) -> None:
+    """Landmarks drawn per window by the sampler = every pose image rendered first, bit for bit (both resized
+    from the landmarks' size to the case's 72x72); each frame is drawn once per window, one window at a time."""
+    from aniportrait_lib.face.renderer import draw_pose_images
+    from aniportrait_lib.video.pose_source import LandmarkPoseFrames
+
+    folder, case = pipeline_case
+    n_frames, steps = 20, 2
+    ref_latent, clip_embeds, _ = _synthetic_inputs(case, folder, n_frames)
+    landmarks = _projected_landmarks(n_frames, *size)
+    rendered = draw_pose_images(landmarks.points, landmarks.width, landmarks.height)
+    kwargs = dict(steps=steps, cfg=3.5, seed=9)
+    a = sample_video(tiny_models, ref_latent, clip_embeds, rendered, **kwargs)
+    source = LandmarkPoseFrames(landmarks)
+    b = sample_video(tiny_models, ref_latent, clip_embeds, source, **kwargs)
+    assert torch.equal(a, b), f"landmarks path differs: max err {_max_err(a, b)}"
+    windows = uniform_context_windows(n_frames)
+    assert source.rendered_frames == sum(len(w) for w in windows)  # once per window: features are cached
+    assert source.max_batch <= 16, "the host held more than one window's pose frames"
+    if size != (512, 512):
+        return
+    uncached = LandmarkPoseFrames(landmarks)
+    c = sample_video(tiny_models, ref_latent, clip_embeds, uncached, cache_pose_features=False, **kwargs)
+    assert torch.equal(a, c)
+    assert uncached.rendered_frames == steps * sum(len(w) for w in windows) and uncached.max_batch <= 16
+
+
+def test_long_landmark_clip_renders_one_window_at_a_time(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+    """A longer clip (100 frames, 9 windows): never more than one window (16 frames) drawn per call, each window
+    drawn once; the host holds 16 frames instead of 100."""
+    from aniportrait_lib.video.pose_source import LandmarkPoseFrames
+
+    folder, case = pipeline_case
+    n_frames = 100
+    ref_latent, clip_embeds, _ = _synthetic_inputs(case, folder, n_frames)
+    source = LandmarkPoseFrames(_projected_landmarks(n_frames, 72, 72))
+    calls: list[int] = []
+    draw = source.frames
+    source.frames = lambda idx: (calls.append(len(idx)), draw(idx))[1]  # type: ignore[method-assign]
+    sample_video(tiny_models, ref_latent, clip_embeds, source, steps=1, cfg=1.0, seed=0)
+    windows = uniform_context_windows(n_frames)
+    assert calls == [len(w) for w in windows] and max(calls) == 16
+    assert source.rendered_frames == sum(calls)
+
+
+def test_pose_sources_hand_out_frames_by_index() -> None:
+    from aniportrait_lib.data import Landmarks
+    from aniportrait_lib.face.renderer import draw_pose_images
+    from aniportrait_lib.video.pose_source import ArrayPoseFrames, LandmarkPoseFrames, as_pose_frames, pick_pose_input
+
+    frames = np.random.default_rng(0).integers(0, 256, size=(5, 16, 24, 3), dtype=np.uint8)
+    array = as_pose_frames(frames)
+    assert isinstance(array, ArrayPoseFrames) and len(array) == array.num_frames == 5 and array.size == (16, 24)
+    assert np.array_equal(array.frames(torch.tensor([3, 0, 4])), frames[[3, 0, 4]])
+    assert np.array_equal(as_pose_frames(frames.astype(np.float32) / 255).frames([1]), frames[[1]])
+    landmarks = _projected_landmarks(6, 96, 80)
+    source = as_pose_frames(landmarks)
+    assert isinstance(source, LandmarkPoseFrames) and as_pose_frames(source) is source
+    assert (source.num_frames, source.size) == (6, (80, 96))
+    got = source.frames([5, 1])
+    assert got.dtype == np.uint8 and got.shape == (2, 80, 96, 3)
+    assert np.array_equal(got, draw_pose_images(landmarks.points[[5, 1]], 96, 80))
+    assert (source.rendered_frames, source.max_batch) == (2, 2)
+    with pytest.raises(IndexError, match=r"pose frame indices must be in \[0, 6\), got 0..6"):
+        source.frames([0, 6])
+    with pytest.raises(ValueError, match="the landmarks input holds no frames"):
+        LandmarkPoseFrames(Landmarks(points=np.zeros((0, 478, 2)), width=64, height=64))
+    with pytest.raises(ValueError, match="has 5 points per frame; pose images need the 478 face-mesh landmarks"):
+        LandmarkPoseFrames(Landmarks(points=np.zeros((3, 5, 2)), width=64, height=64))
+    with pytest.raises(ValueError, match="the pose images input is empty"):
+        ArrayPoseFrames(frames[:0])
+    assert pick_pose_input(frames, None) is frames and pick_pose_input(None, landmarks) is landmarks
+    with pytest.raises(ValueError, match=r"^connect either pose_images .* neither is connected\.$"):
+        pick_pose_input(None, None)
+    with pytest.raises(ValueError, match=r"^connect only one of pose_images and landmarks .* not both"):
+        pick_pose_input(frames, landmarks)

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
+
+from conftest import load_case
 
 WIDTH = HEIGHT = 64
 FRAMES, STEPS = 3, 2
@@ -147,3 +150,52 @@ def test_weight_dtype_falls_back_when_comfyui_answers_fp8(pack, comfy_models, mo
     bundle = pack.nodes.loaders.LoadLmk2VideoModels.execute(*names, "auto").args[0]
     assert bundle.dtype == torch.float32
     assert next(bundle.video_unet.parameters()).dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------- landmarks instead of pose images
+def _landmarks(n: int, width: int, height: int):
+    """A real projected face (golden ``projection``, 12 frames at 512x512) as ``n`` frames of the pack's
+    ``Landmarks`` at ``width x height`` (what Project Landmarks outputs)."""
+    from aniportrait_pack.aniportrait_lib.data import Landmarks
+
+    folder, _ = load_case("projection")
+    points = np.load(folder / "projected.npy")[:n] * np.array([width / 512.0, height / 512.0])
+    return Landmarks(points=np.ascontiguousarray(points), width=width, height=height)
+
+
+def test_landmarks_input_gives_the_latents_of_its_rendered_pose_images(pack, comfy_models, monkeypatch) -> None:
+    """Landmarks (128x96, drawn by the sampler one window at a time) = Render Pose Images' IMAGE batch of the
+    same landmarks connected as pose_images, bit for bit (both resized to the 64x64 video)."""
+    from aniportrait_pack.aniportrait_lib.face import renderer
+
+    vae, clip, models = comfy_models
+    landmarks = _landmarks(FRAMES, 128, 96)
+    images = pack.nodes.motion.RenderPoseImages.execute(landmarks).args[0]
+    from_images = _execute(pack, vae, clip, models, pose_images=images).args[0]["samples"]
+    drawn: list[int] = []
+    draw = renderer.draw_pose_images
+    monkeypatch.setattr(renderer, "draw_pose_images", lambda points, *a, **k: (drawn.append(len(points)), draw(points, *a, **k))[1])
+    from_landmarks = _execute(pack, vae, clip, models, pose_images=None, landmarks=landmarks).args[0]["samples"]
+    assert tuple(from_landmarks.shape) == (FRAMES, 4, HEIGHT // 8, WIDTH // 8)
+    assert torch.equal(from_images, from_landmarks)
+    assert drawn == [FRAMES]  # one window, drawn once (its pose features are cached over the steps)
+
+
+def test_neither_or_both_pose_inputs_are_refused(pack, comfy_models) -> None:
+    vae, clip, models = comfy_models
+    with pytest.raises(ValueError, match=re.escape(
+            "connect either pose_images (e.g. from Render Pose Images) or landmarks (from Project Landmarks, rendered "
+            "window by window) to the sampler; neither is connected.")) as info:
+        _execute(pack, vae, clip, models, pose_images=None)
+    assert type(info.value) is ValueError
+    with pytest.raises(ValueError, match=re.escape(
+            "connect only one of pose_images and landmarks to the sampler, not both: it follows the one that is "
+            "connected.")):
+        _execute(pack, vae, clip, models, landmarks=_landmarks(FRAMES, WIDTH, HEIGHT))
+
+
+def test_pose_inputs_are_optional_sockets(pack) -> None:
+    inputs = pack.nodes.sampling.Lmk2VideoSampler.INPUT_TYPES()
+    optional = inputs["optional"]
+    assert optional["pose_images"][0] == "IMAGE" and optional["landmarks"][0] == "ANIPORTRAIT_LANDMARKS"
+    assert "pose_images" not in inputs["required"] and "landmarks" not in inputs["required"]

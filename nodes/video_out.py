@@ -1,0 +1,76 @@
+"""Decode To Video: LATENT frames -> core VIDEO, decoded a chunk at a time straight into an mp4 with the audio."""
+from __future__ import annotations
+
+import uuid
+
+import torch
+from comfy_api.latest import io
+
+from ..aniportrait_lib.video import encode
+from . import comfy_adapter as comfy
+
+
+class DecodeToVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitDecodeToVideo",
+            display_name="AniPortrait Decode To Video",
+            category=comfy.CATEGORY,
+            description=("Decodes the sampler's latents with the core VAE a chunk of frames at a time and writes them "
+                         "straight into an mp4 (H.264 yuv420p + AAC audio) in ComfyUI's temp folder: a long video never "
+                         "sits in RAM as one float32 IMAGE batch. Feed the VIDEO to core Save Video (format/codec auto "
+                         "or mp4/h264 copy the file without re-encoding). VAE Decode + Create Video stay fine for short clips."),
+            inputs=[
+                io.Latent.Input("samples", tooltip="Latents from AniPortrait Lmk2Video Sampler: one per frame, raw VAE space."),
+                io.Vae.Input("vae", tooltip="SD1.5 VAE (sd-vae-ft-mse), the one given to the sampler."),
+                io.Float.Input("fps", default=30.0, min=1.0, max=120.0, step=1.0, tooltip="Frame rate of the video (the motion's fps)."),
+                io.Int.Input("chunk_frames", default=16, min=0, max=1024,
+                             tooltip="Frames decoded at once; 0 = as many as half the free memory allows (at most 64)."),
+                io.Combo.Input("quality", options=list(encode.QUALITIES), default="h264",
+                               tooltip="h264: H.264 yuv420p at the crf below (plays everywhere). lossless: H.264 RGB crf 0 "
+                                       "(bit exact, large, not for browsers)."),
+                io.Int.Input("crf", default=19, min=0, max=51, tooltip="H.264 quality: lower is better and larger (x264 default 23)."),
+                io.Audio.Input("audio", optional=True, tooltip="The speech, written as AAC and cut to the video's length."),
+            ],
+            outputs=[io.Video.Output("video")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, samples, vae, fps, chunk_frames, quality, crf, audio=None) -> io.NodeOutput:
+        latents = samples["samples"] if isinstance(samples, dict) else samples
+        if latents.ndim != 4:
+            raise ValueError(f"the latents have shape {tuple(latents.shape)}; this node takes one latent per frame "
+                             "(frames, 4, h, w) as AniPortrait Lmk2Video Sampler outputs.")
+        if getattr(vae, "latent_channels", 4) != latents.shape[1]:
+            raise ValueError(f"the latents have {latents.shape[1]} channels but the VAE takes {vae.latent_channels}: "
+                             "use the VAE given to the sampler.")
+        scale = int(getattr(vae, "upscale_ratio", 8)) if isinstance(getattr(vae, "upscale_ratio", 8), int) else 8
+        num, _, h, w = latents.shape
+        notes = []
+        if chunk_frames == 0:
+            chunk_frames = encode.auto_chunk_frames(num, w * scale, h * scale, comfy.free_ram_bytes() or 2 ** 31,
+                                                    comfy.decode_bytes_per_frame(vae, h, w), comfy.free_vram_bytes())
+        codec = encode.pick_codec(quality, crf)
+        wav, rate = None, 0
+        if audio is not None:
+            wav, rate = audio["waveform"], int(audio["sample_rate"])
+        path = f"{comfy.temp_directory()}/aniportrait_video_{uuid.uuid4().hex[:12]}.{codec.extension}"
+        chunks = len(encode.plan_chunks(num, chunk_frames))
+        result = encode.decode_to_video(
+            latents, lambda x: _decode(vae, x), path, fps, chunk_frames, codec, wav, rate, scale,
+            progress=comfy.progress(chunks),
+        )
+        notes.append(f"{result.frames} frames {result.width}x{result.height} at {fps:g} fps, "
+                     f"{'with' if result.has_audio else 'without'} audio; {codec.label}; "
+                     f"decoded {result.chunk_frames} frames at a time.")
+        return comfy.output(comfy.video_from_file(path), notes=notes)
+
+
+def _decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """core ``VAE.decode`` of one chunk -> (n, H, W, 3) float 0..1."""
+    return vae.decode(latents)
+
+
+NODES = [DecodeToVideo]

@@ -1,0 +1,88 @@
+"""Pre-flight memory estimates: close to measured allocations, exact refusal messages, small runs pass."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from aniportrait_lib import preflight
+from conftest import REPO_ROOT
+
+
+def test_check_refuses_with_the_estimate_and_advice() -> None:
+    with pytest.raises(ValueError) as exc:
+        preflight.check(56.6e9, 20.0e9, "the Lmk2Video sampler (18000 frames at 512x512)", "use fewer frames.")
+    assert str(exc.value) == ("the Lmk2Video sampler (18000 frames at 512x512) needs about 56.6 GB of RAM but "
+                              "20.0 GB are free; use fewer frames.")
+    preflight.check(1e9, 2e9, "x", "y")  # fits
+    preflight.check(1e12, None, "x", "y")  # unknown free memory: never refuses
+
+
+def test_vram_message_names_vram() -> None:
+    with pytest.raises(ValueError, match=r"needs about 9\.0 GB of VRAM but 8\.0 GB are free"):
+        preflight.check(9e9, 8e9, "x", "y", memory="VRAM")
+
+
+def test_pose_images_estimate_matches_the_arrays_rendered() -> None:
+    from aniportrait_lib.face import renderer
+    from aniportrait_lib import imaging
+
+    frames, w, h = 6, 96, 64
+    points = np.random.default_rng(0).uniform(10, 50, (frames, 478, 2))
+    drawn = renderer.draw_pose_images(points, w, h)
+    image = imaging.uint8_to_float(drawn, torch.device("cpu"))
+    measured = drawn.nbytes + image.numel() * image.element_size()
+    assert preflight.pose_images_bytes(frames, w, h) == measured
+
+
+def test_wav2vec_estimate_within_a_factor_of_measured_peak() -> None:
+    """Peak RSS of one base-size wav2vec2 pass over 20 s of audio (fresh process) vs the estimate."""
+    code = textwrap.dedent("""
+        import torch
+        from aniportrait_lib.audio import wav2vec
+
+        def status(key):  # kB lines of /proc/self/status
+            return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+
+        torch.set_num_threads(2)
+        enc = wav2vec.build_encoder(wav2vec.make_config()).eval()
+        x = torch.randn(1, 16000 * 20)
+        with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS: only the pass counts
+            f.write("5")
+        base = status("VmRSS:")
+        with torch.inference_mode():
+            enc(x)
+        print(status("VmHWM:") - base)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    measured = int(out.stdout.strip().splitlines()[-1])
+    estimate = preflight.wav2vec_bytes(20)
+    print(f"[preflight] wav2vec2 20 s: measured {measured / 1e9:.2f} GB, estimate {estimate / 1e9:.2f} GB")
+    assert measured / 2 <= estimate <= measured * 2
+
+
+def test_ten_minutes_at_512_is_refused_on_a_24_gb_machine() -> None:
+    """The issue's case: 10 minutes at 512x512 (18000 frames), on the CPU and on a GPU host with 24 GB RAM."""
+    for on_gpu in (False, True):
+        need = preflight.estimate("sampler", on_gpu, frames=18000, width=512, height=512, cfg=3.5, context_frames=16,
+                                  dtype=torch.float16)
+        assert need.ram > 24e9
+        with pytest.raises(ValueError, match="needs about .* GB of RAM but 24.0 GB are free; use fewer frames"):
+            preflight.check(need.ram, 24e9, need.what, need.advice)
+    a2m = preflight.estimate("audio2mesh", False, seconds=600)
+    assert "600 s of audio" in a2m.what
+    assert (a2m.ram < 4e9) == hasattr(__import__("aniportrait_lib.audio.inference").audio.inference, "WHOLE_CLIP_SECONDS")
+
+
+def test_small_runs_fit() -> None:
+    for step, sizes in [("pose_images", dict(frames=90, width=512, height=512)),
+                        ("sampler", dict(frames=90, width=256, height=256)),
+                        ("audio2mesh", dict(seconds=3.0)),
+                        ("vae_decode", dict(frames=90, width=512, height=512))]:
+        need = preflight.estimate(step, False, **sizes)
+        assert need.ram < 4e9, (step, need.ram)

@@ -1,0 +1,164 @@
+"""AniPortrait Decode To Video in-process: a real core VAE (random weights), a core AUDIO, chunked decoding."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+FRAMES, LAT = 20, 8  # 20 frames of 64x64
+
+
+@pytest.fixture(scope="module")
+def vae(pack):
+    import comfy.sd
+    import comfy.utils
+
+    from aniportrait_lib import random_weights
+
+    path = random_weights.save_sd_vae(pack.work_dir / "models" / "video-out-vae.safetensors")
+    return comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(path)))
+
+
+@pytest.fixture(scope="module")
+def latents():
+    return torch.randn(FRAMES, 4, LAT, LAT, generator=torch.Generator().manual_seed(0))
+
+
+def _audio(seconds=1.0, rate=22050, channels=1):
+    n = int(seconds * rate)
+    t = torch.arange(n) / rate
+    wave = 0.3 * torch.sin(2 * torch.pi * 220 * t).repeat(1, channels, 1)
+    return {"waveform": wave, "sample_rate": rate}
+
+
+class _CountingVAE:
+    """The core VAE with its decode batch sizes recorded."""
+
+    def __init__(self, vae):
+        self._vae, self.batches = vae, []
+
+    def __getattr__(self, name):
+        return getattr(self._vae, name)
+
+    def decode(self, samples):
+        self.batches.append(int(samples.shape[0]))
+        return self._vae.decode(samples)
+
+
+def _run(pack, vae, latents, **kw):
+    args = dict(samples={"samples": latents}, vae=vae, fps=30.0, chunk_frames=8, quality="lossless", crf=19,
+                audio=_audio())
+    args.update(kw)
+    return pack.nodes.video_out.DecodeToVideo.execute(**args)
+
+
+def test_lossless_video_matches_whole_batch_decode_in_chunks(pack, vae, latents) -> None:
+    counting = _CountingVAE(vae)
+    out = _run(pack, counting, latents)
+    assert counting.batches == [8, 8, 4], counting.batches  # never more than a chunk of float pixels
+    video = out.args[0]
+    comps = video.get_components()
+    assert tuple(comps.images.shape) == (FRAMES, 64, 64, 3)
+    assert float(comps.frame_rate) == 30.0
+    assert comps.audio is not None and comps.audio["waveform"].shape[-1] > 0
+    whole = vae.decode(latents)  # core VAE.decode of the whole batch
+    err = (comps.images.float() - whole.float()).abs().max().item()
+    assert err <= 0.5 / 255 + 1e-4, err  # lossless: only the uint8 rounding
+    assert "H.264 RGB lossless" in out.ui.as_dict()["text"][0]
+    assert os.path.dirname(video.get_stream_source()) == pack_temp_dir()
+
+
+def pack_temp_dir() -> str:
+    import folder_paths
+
+    return folder_paths.get_temp_directory()
+
+
+def test_h264_video_has_the_latents_frame_count_size_and_audio(pack, vae, latents) -> None:
+    import av
+
+    out = _run(pack, vae, latents[:5], quality="h264", chunk_frames=0, audio=_audio(2.0, 44100, 2))
+    video = out.args[0]
+    path = video.get_stream_source()
+    with av.open(path) as container:
+        v = container.streams.video[0]
+        assert v.codec.name == "h264" and v.codec_context.pix_fmt == "yuv420p"
+        assert sum(1 for _ in container.decode(v)) == 5
+        assert len(container.streams.audio) == 1 and container.streams.audio[0].codec.name == "aac"
+    assert video.get_dimensions() == (64, 64)
+    # audio cut to the video's length (5 frames at 30 fps), like core Create Video
+    assert abs(video.get_duration() - 5 / 30) < 0.05
+    text = out.ui.as_dict()["text"][0]
+    assert "5 frames 64x64" in text and "with audio" in text and "libx264" in text
+
+
+def test_core_save_video_copies_the_file(pack, vae, latents) -> None:
+    import av
+    from comfy_extras.nodes_video import SaveVideo
+
+    video = _run(pack, vae, latents[:4], quality="h264", audio=None).args[0]
+    with av.open(video.get_stream_source()) as c:
+        assert len(c.streams.audio) == 0
+    target = pack.work_dir / "output" / "saved.mp4"
+    video.save_to(str(target), format="mp4", codec="h264")
+    with av.open(str(target)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 4
+    assert SaveVideo.define_schema().inputs[0].io_type == "VIDEO"
+
+
+def test_cancel_removes_the_temp_file(pack, vae, latents, monkeypatch) -> None:
+    import comfy.model_management as mm
+
+    before = set(os.listdir(pack_temp_dir())) if os.path.isdir(pack_temp_dir()) else set()
+    calls = []
+
+    def interrupt():
+        calls.append(1)
+        if len(calls) > 2:
+            raise mm.InterruptProcessingException()
+
+    monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted", interrupt)
+    with pytest.raises(mm.InterruptProcessingException):
+        _run(pack, vae, latents, chunk_frames=4)
+    assert set(os.listdir(pack_temp_dir())) == before
+
+
+def test_five_dimensional_latents_are_refused(pack, vae) -> None:
+    with pytest.raises(ValueError, match="one latent per frame"):
+        _run(pack, vae, torch.zeros(1, 4, 3, 8, 8))
+
+
+# ----------------------------------------------------------------------------- pre-flight through the nodes
+
+
+def test_render_pose_images_refuses_when_memory_is_short(pack, monkeypatch) -> None:
+    import numpy as np
+
+    from aniportrait_lib.data import Landmarks
+
+    landmarks = Landmarks(points=np.full((300, 478, 2), 30.0), width=512, height=512)
+    monkeypatch.setattr(pack.nodes.comfy_adapter, "free_ram_bytes", lambda: int(1.0e9))
+    with pytest.raises(ValueError) as exc:
+        pack.nodes.motion.RenderPoseImages.execute(landmarks)
+    from aniportrait_lib import preflight
+
+    assert str(exc.value) == ("Render Pose Images (300 frames at 512x512) needs about 1.2 GB of RAM but 1.0 GB are free; "
+                              + preflight.POSE_IMAGES_ADVICE)
+    assert str(exc.value).startswith("Render Pose Images (300 frames at 512x512) needs about 1.2 GB of RAM but 1.0 GB are free; render fewer frames")
+
+
+def test_render_pose_images_small_run_passes(pack) -> None:
+    import numpy as np
+
+    from aniportrait_lib.data import Landmarks
+
+    out = pack.nodes.motion.RenderPoseImages.execute(Landmarks(points=np.full((2, 478, 2), 30.0), width=64, height=64))
+    assert tuple(out.args[0].shape) == (2, 64, 64, 3)
+
+
+def test_check_memory_refuses_audio2mesh_with_a_small_free_value(pack, monkeypatch) -> None:
+    monkeypatch.setattr(pack.nodes.comfy_adapter, "free_ram_bytes", lambda: int(0.1e9))
+    with pytest.raises(ValueError, match=r"^Audio2Mesh \(120 s of audio\) needs about \d+\.\d GB of RAM but 0\.1 GB are free; use shorter audio"):
+        pack.nodes.comfy_adapter.check_memory("audio2mesh", seconds=120.0)
+    pack.nodes.comfy_adapter.check_memory("audio2mesh", seconds=1.0)
