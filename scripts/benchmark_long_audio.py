@@ -60,6 +60,9 @@ def save_models(models: Path) -> None:
 
     comfy_root = Path.home() / ".cache" / "aniportrait-ci" / "ComfyUI"
     sys.path.insert(0, str(comfy_root))
+    from comfy.cli_args import args
+
+    args.cpu = True  # only to build the modules here; the server picks its own device
     from comfy.taesd import taesd  # core's TAESD definition: the layout VAELoader("taesd") reads
 
     aniportrait = models / "aniportrait"
