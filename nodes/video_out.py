@@ -39,33 +39,21 @@ class DecodeToVideo(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, samples, vae, fps, chunk_frames, quality, crf, audio=None) -> io.NodeOutput:
-        latents = samples["samples"] if isinstance(samples, dict) else samples
-        if latents.ndim != 4:
-            raise ValueError(f"the latents have shape {tuple(latents.shape)}; this node takes one latent per frame "
-                             "(frames, 4, h, w) as AniPortrait Lmk2Video Sampler outputs.")
-        if getattr(vae, "latent_channels", 4) != latents.shape[1]:
-            raise ValueError(f"the latents have {latents.shape[1]} channels but the VAE takes {vae.latent_channels}: "
-                             "use the VAE given to the sampler.")
-        scale = int(getattr(vae, "upscale_ratio", 8)) if isinstance(getattr(vae, "upscale_ratio", 8), int) else 8
+        latents = samples["samples"]
+        encode.check_latents(latents, getattr(vae, "latent_channels", 4))
+        ratio = getattr(vae, "upscale_ratio", 8)
+        scale = ratio if isinstance(ratio, int) else 8  # video VAEs report a (t, h, w) tuple
         num, _, h, w = latents.shape
-        notes = []
         if chunk_frames == 0:
             chunk_frames = encode.auto_chunk_frames(num, w * scale, h * scale, comfy.free_ram_bytes() or 2 ** 31,
                                                     comfy.decode_bytes_per_frame(vae, h, w), comfy.free_vram_bytes())
         codec = encode.pick_codec(quality, crf)
-        wav, rate = None, 0
-        if audio is not None:
-            wav, rate = audio["waveform"], int(audio["sample_rate"])
+        wav, rate = (audio["waveform"], int(audio["sample_rate"])) if audio is not None else (None, 0)
         path = f"{comfy.temp_directory()}/aniportrait_video_{uuid.uuid4().hex[:12]}.{codec.extension}"
-        chunks = len(encode.plan_chunks(num, chunk_frames))
-        result = encode.decode_to_video(
-            latents, lambda x: _decode(vae, x), path, fps, chunk_frames, codec, wav, rate, scale,
-            progress=comfy.progress(chunks),
-        )
-        notes.append(f"{result.frames} frames {result.width}x{result.height} at {fps:g} fps, "
-                     f"{'with' if result.has_audio else 'without'} audio; {codec.label}; "
-                     f"decoded {result.chunk_frames} frames at a time.")
-        return comfy.output(comfy.video_from_file(path), notes=notes)
+        progress = comfy.progress(len(encode.plan_chunks(num, chunk_frames)))
+        result = encode.decode_to_video(latents, lambda x: _decode(vae, x), path, fps, chunk_frames, codec, wav, rate,
+                                        scale, progress=progress)
+        return comfy.output(comfy.video_from_file(path), notes=[result.summary(fps)])
 
 
 def _decode(vae, latents: torch.Tensor) -> torch.Tensor:

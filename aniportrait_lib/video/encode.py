@@ -16,6 +16,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from .. import imaging
+
 #: sample rates the AAC encoder takes; other rates are resampled to 48 kHz
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 AUDIO_FALLBACK_RATE = 48000
@@ -239,9 +241,20 @@ class EncodeResult:
     chunk_frames: int
 
 
-def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """core IMAGE-like ``(n, H, W, 3)`` float 0..1 -> uint8, rounded like the pack's image policy."""
-    return pixels.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    def summary(self, fps: float) -> str:
+        """One line for the node's text."""
+        return (f"{self.frames} frames {self.width}x{self.height} at {fps:g} fps, {'with' if self.has_audio else 'without'} "
+                f"audio; {self.codec.label}; decoded {self.chunk_frames} frames at a time.")
+
+
+def check_latents(latents: torch.Tensor, vae_channels: int) -> None:
+    """One latent per frame ``(frames, channels, h, w)`` with the VAE's channel count, or a clear error."""
+    if latents.ndim != 4:
+        raise ValueError(f"the latents have shape {tuple(latents.shape)}; this node takes one latent per frame "
+                         "(frames, 4, h, w) as AniPortrait Lmk2Video Sampler outputs.")
+    if vae_channels != latents.shape[1]:
+        raise ValueError(f"the latents have {latents.shape[1]} channels but the VAE takes {vae_channels}: "
+                         "use the VAE given to the sampler.")
 
 
 def decode_to_video(
@@ -279,7 +292,7 @@ def decode_to_video(
             if tuple(pixels.shape) != (len(chunk), height, width, 3):
                 raise ValueError(f"the VAE decoded {tuple(latents[chunk.start:chunk.stop].shape)} latents to "
                                  f"{tuple(pixels.shape)}, not ({len(chunk)}, {height}, {width}, 3): is it an SD1.5 VAE?")
-            frames = to_uint8(pixels)
+            frames = imaging.frames_to_uint8(pixels, "decoded frames")
             del pixels
             writer.write(frames)
             del frames
