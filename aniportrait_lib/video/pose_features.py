@@ -58,14 +58,18 @@ class PoseFeatureCache:
         budget_bytes: device memory the cache may use (one window is about 63 MB at 512x512 fp16);
             windows beyond it are parked on ``overflow_device`` and copied back when used, so VRAM does
             not grow with the video length.
+        overflow_budget_bytes: memory the parked windows may use on ``overflow_device``; windows beyond both
+            budgets are not kept and are computed again at every step (same numbers), so host memory does
+            not grow with the video length either.
     """
 
     def __init__(self, pose_guider: torch.nn.Module, poses: Union[PoseFrames, Any], size: tuple[int, int], batch: int,
                  device: torch.device, dtype: torch.dtype, enabled: bool = True, budget_bytes: int = 1 << 30,
-                 overflow_device: Union[str, torch.device] = "cpu") -> None:
+                 overflow_device: Union[str, torch.device] = "cpu", overflow_budget_bytes: int = 1 << 30) -> None:
         self.pose_guider, self.poses, self.size, self.batch = pose_guider, as_pose_frames(poses), size, batch
         self.device, self.dtype, self.enabled = device, dtype, enabled
         self.bytes_left, self.overflow_device = budget_bytes, overflow_device
+        self.overflow_bytes_left = overflow_budget_bytes
         self._cache: dict[int, list[torch.Tensor]] = {}
 
     def features(self, key: int, frames: torch.Tensor) -> list[torch.Tensor]:
@@ -83,8 +87,11 @@ class PoseFeatureCache:
 
     def _store(self, key: int, kept: list[torch.Tensor]) -> None:
         size = sum(f.numel() * f.element_size() for f in kept)
-        if size > self.bytes_left:  # long videos: park the rest of the cache in host memory
-            kept = [f.to(self.overflow_device) for f in kept]
-        else:
+        if size <= self.bytes_left:
             self.bytes_left -= size
+        elif size <= self.overflow_bytes_left:  # long videos: park windows in host memory
+            self.overflow_bytes_left -= size
+            kept = [f.to(self.overflow_device) for f in kept]
+        else:  # both budgets spent: recompute this window when it comes again (memory stays flat)
+            return
         self._cache[key] = kept

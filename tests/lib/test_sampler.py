@@ -583,6 +583,27 @@ def test_pose_cache_overflowing_to_host_memory_gives_the_same_video(pipeline_cas
     assert torch.equal(a, b)
 
 
+def test_pose_cache_stops_growing_beyond_both_budgets(tiny_models: Any) -> None:
+    """Windows beyond the device and host budgets are not kept (computed again when used): same features,
+    and the cache holds only what the budgets allow, however long the video."""
+    from aniportrait_lib.video.pose_features import PoseFeatureCache
+
+    poses = np.random.default_rng(0).integers(0, 255, size=(12, 64, 64, 3), dtype=np.uint8)
+    cache = PoseFeatureCache(tiny_models.pose_guider, poses, (64, 64), 1, torch.device("cpu"), torch.float32,
+                             budget_bytes=0, overflow_budget_bytes=0)
+    windows = [torch.arange(0, 4), torch.arange(4, 8), torch.arange(8, 12)]
+    first = [cache.features(i, w) for i, w in enumerate(windows)]
+    assert cache._cache == {}  # nothing kept: both budgets are 0
+    again = cache.features(1, windows[1])
+    assert all(torch.equal(a, b) for a, b in zip(first[1], again))
+    one_window = sum(f[:1].numel() * f.element_size() for f in first[0])
+    kept = PoseFeatureCache(tiny_models.pose_guider, poses, (64, 64), 1, torch.device("cpu"), torch.float32,
+                            budget_bytes=one_window, overflow_budget_bytes=one_window)
+    for i, w in enumerate(windows):
+        kept.features(i, w)
+    assert sorted(kept._cache) == [0, 1]  # one window on the device, one parked, the third recomputed
+
+
 # ------------------------------------------------------------------------------------------------------------
 # reference preprocessing: Pillow 9.5's resize pass order, encoder checks
 # ------------------------------------------------------------------------------------------------------------
