@@ -67,8 +67,9 @@ WHOLE_CLIP_SECONDS = 30.0
 WINDOW_SECONDS = 20.0
 #: ... overlapping by this much, cross-faded in the overlap (seconds)
 OVERLAP_SECONDS = 4.0
-#: Audio2Pose chunks decoded together at most (memory of the batched decoder: ~7 MB per chunk)
-MAX_POSE_BATCH = 64
+#: Audio2Pose chunks decoded together at most (memory of the batched decoder: ~7 MB per chunk, so a
+#: long clip's decode stays near 110 MB; 16 chunks = 80 s already amortise the per-step overhead)
+MAX_POSE_BATCH = 16
 
 
 def mesh_window(features: AudioFeatures, whole_clip_seconds: float | None = WHOLE_CLIP_SECONDS,
