@@ -67,6 +67,18 @@ def shared_assets_dir() -> Path:
     return reference_dir().parent / "assets"
 
 
+def real_clip_frames(name: str, count: int | None = None) -> np.ndarray:
+    """The first ``count`` (default: all) frames of a clip of ``../shared/assets/real/`` as uint8 (T, H, W, 3) RGB."""
+    from PIL import Image
+
+    with Image.open(shared_assets_dir() / "real" / name) as clip:
+        frames = []
+        for i in range(clip.n_frames if count is None else count):
+            clip.seek(i)
+            frames.append(np.asarray(clip.convert("RGB")))
+    return np.stack(frames)
+
+
 # ----------------------------------------------------------------------------- e2e: what ComfyUI reports
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from aniportrait_lib import compose, imaging
 from aniportrait_lib.compose import crop as crop_mod
@@ -11,19 +10,10 @@ from aniportrait_lib.data import CropInfo
 from aniportrait_lib.face import tracking
 from aniportrait_lib.face.landmarker import FaceLandmarker
 
-from conftest import shared_assets_dir
+from conftest import real_clip_frames
 
 TALKING_CLIP = "api_kling_avatar2-1.webp"  # a face in every frame
 GUITAR_CLIP = "video_wan2_2_14B_s2v-1.webp"  # face-less frames (the first is frame 10)
-
-
-def _webp_frames(name: str) -> np.ndarray:
-    with Image.open(shared_assets_dir() / "real" / name) as clip:
-        frames = []
-        for i in range(clip.n_frames):
-            clip.seek(i)
-            frames.append(np.asarray(clip.convert("RGB")))
-    return np.stack(frames)
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +24,13 @@ def landmarker(face_landmarker_path):
 
 @pytest.fixture(scope="module")
 def talking(landmarker):
-    frames = _webp_frames(TALKING_CLIP)
+    frames = real_clip_frames(TALKING_CLIP)
     return frames, tracking.track_faces(frames, landmarker)
 
 
 @pytest.fixture(scope="module")
 def guitar(landmarker):
-    frames = _webp_frames(GUITAR_CLIP)
+    frames = real_clip_frames(GUITAR_CLIP)
     return frames, tracking.track_faces(frames, landmarker)
 
 

@@ -3,29 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from aniportrait_lib.data import Face
 from aniportrait_lib.face import tracking
 from aniportrait_lib.face.landmarker import FaceLandmarker
 
-from conftest import shared_assets_dir
+from conftest import real_clip_frames
 
 GUITAR_CLIP = "video_wan2_2_14B_s2v-1.webp"  # the assets README: some frames have no face, the first is frame 10
 
 
-def _webp_frames(name: str) -> np.ndarray:
-    with Image.open(shared_assets_dir() / "real" / name) as clip:
-        frames = []
-        for i in range(clip.n_frames):
-            clip.seek(i)
-            frames.append(np.asarray(clip.convert("RGB")))
-    return np.stack(frames)
-
-
 @pytest.fixture(scope="module")
 def guitar_detections(face_landmarker_path):
-    frames = _webp_frames(GUITAR_CLIP)
+    frames = real_clip_frames(GUITAR_CLIP)
     with FaceLandmarker(face_landmarker_path) as lm:
         return frames, lm.analyze_frames(frames)
 

@@ -6,22 +6,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import shared_assets_dir
+from conftest import real_clip_frames, shared_assets_dir
 
 
 def _ui_text(output) -> str:
     return output.ui.as_dict()["text"][0] if output.ui is not None else ""
-
-
-def _clip(name: str, count: int) -> torch.Tensor:
-    with Image.open(shared_assets_dir() / "real" / name) as clip:
-        frames = []
-        for i in range(count):
-            clip.seek(i)
-            frames.append(np.asarray(clip.convert("RGB")))
-    return torch.from_numpy(np.stack(frames)).float().div(255.0)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +44,7 @@ def test_video_head_motion_follows_the_real_head(nodes):
     from aniportrait_pack.aniportrait_lib.motion import project_motion
 
     dubbing, face_nodes, landmarker = nodes
-    frames = _clip("api_kling_avatar2-1.webp", 12)
+    frames = torch.from_numpy(real_clip_frames("api_kling_avatar2-1.webp", 12)).float().div(255.0)
     face = face_nodes.FaceAnalysis.execute(landmarker, frames[:1]).result[0]
     still = Motion(np.repeat(face.mesh_canonical[None], 12, axis=0), np.zeros((12, 6)), 30.0)
     out = dubbing.VideoHeadMotion.execute(landmarker, frames, face, still, "interpolate")
@@ -73,7 +63,7 @@ def test_video_head_motion_needs_one_frame_per_motion_frame(nodes):
     from aniportrait_pack.aniportrait_lib.data import Motion
 
     dubbing, face_nodes, landmarker = nodes
-    frames = _clip("api_kling_avatar2-1.webp", 3)
+    frames = torch.from_numpy(real_clip_frames("api_kling_avatar2-1.webp", 3)).float().div(255.0)
     face = face_nodes.FaceAnalysis.execute(landmarker, frames[:1]).result[0]
     motion = Motion(np.repeat(face.mesh_canonical[None], 5, axis=0), np.zeros((5, 6)))
     with pytest.raises(ValueError, match="the video gives 3 head poses for a motion of 5 frames; align the video to the audio first") as info:

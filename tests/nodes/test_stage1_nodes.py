@@ -6,9 +6,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import shared_assets_dir
+from conftest import real_clip_frames, shared_assets_dir
 
 
 def _ui_text(output) -> str:
@@ -42,15 +41,6 @@ def portrait() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut()[10:220, 120:330])  # 210x210 face crop
 
 
-def _guitar_frames(count: int) -> np.ndarray:
-    with Image.open(shared_assets_dir() / "real" / "video_wan2_2_14B_s2v-1.webp") as clip:
-        frames = []
-        for i in range(count):
-            clip.seek(i)
-            frames.append(np.asarray(clip.convert("RGB")))
-    return np.stack(frames)
-
-
 def test_face_analysis_resizes_to_the_video_size_and_notes_a_reduced_batch(nodes, landmarker, portrait):
     batch = torch.cat([_image(portrait)] * 2)
     out = nodes.face.FaceAnalysis.execute(landmarker, batch, width=256, height=192)
@@ -73,7 +63,7 @@ def test_face_analysis_errors_are_plain_value_errors(nodes, landmarker, portrait
 
 def test_reenactment_is_a_motion_that_projects_and_renders(nodes, landmarker, portrait):
     ref = nodes.face.FaceAnalysis.execute(landmarker, _image(portrait), width=128, height=128).result[0]
-    frames = torch.from_numpy(_guitar_frames(12)).float().div(255.0)  # frame 10 has no face
+    frames = torch.from_numpy(real_clip_frames("video_wan2_2_14B_s2v-1.webp", 12)).float().div(255.0)  # frame 10 has no face
     out = nodes.face.FaceReenactment.execute(landmarker, frames, ref, 25.0, 3, "interpolate")
     motion = out.result[0]
     assert motion.num_frames == 12 and motion.fps == 25.0
@@ -87,7 +77,7 @@ def test_reenactment_is_a_motion_that_projects_and_renders(nodes, landmarker, po
 
 
 def test_pose_template_from_video_saves_without_overwriting_and_reloads(nodes, landmarker, pack):
-    frames = torch.from_numpy(_guitar_frames(12)).float().div(255.0)
+    frames = torch.from_numpy(real_clip_frames("video_wan2_2_14B_s2v-1.webp", 12)).float().div(255.0)
     out = nodes.face.VideoPoseTemplate.execute(landmarker, frames, 30.0, 1, "hold")  # unsmoothed: row 0 is the first frame
     template = out.result[0]
     assert template.num_frames == 12 and np.allclose(template.poses[0], 0, atol=1e-5)  # float32 maths as the original
