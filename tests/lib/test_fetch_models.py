@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 import zipfile
@@ -70,14 +69,11 @@ def test_shipped_digests_match_the_full_size_models(layouts):
 
 
 def test_shipped_digests_match_the_reference_manifests():
-    from conftest import reference_dir
+    from conftest import manifest
 
-    folder = reference_dir() / "manifests"
-    if not (folder / "audio2mesh.json").is_file():
-        pytest.skip(f"reference manifests not found at {folder}")
     manifest_of = {"denoising_unet.pth": "denoising_unet_without_motion_modules"}
     for entry in MODEL_FILES[:6]:
-        m = json.loads((folder / f"{manifest_of.get(entry.name, Path(entry.name).stem)}.json").read_text())
+        m = manifest(manifest_of.get(entry.name, Path(entry.name).stem))
         assert layout_digest(m) == entry.digest, entry.name
         n_el = sum(int(torch.tensor(s).prod()) if s else 1 for s in m.values())
         assert entry.approx_bytes == 4 * n_el, entry.name  # sizes: element counts x fp32
