@@ -13,6 +13,7 @@ from ..aniportrait_lib.audio import models as audio_models
 from ..aniportrait_lib.face import landmarker
 from ..aniportrait_lib.video import loading
 from . import comfy_adapter as comfy
+from . import comfy_model
 from . import sockets
 
 WEIGHT_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -28,6 +29,20 @@ LMK2VIDEO_FILES = {  # input name -> (role in loading.RELEASED_FILES, label)
 def _file_input(name: str, default: str, tooltip: str, extensions=CHECKPOINT_EXTENSIONS) -> io.Combo.Input:
     return io.Combo.Input(name, options=comfy.list_model_files(*extensions), default=default,
                           tooltip=f"{tooltip} Put it in ComfyUI/models/aniportrait and press R to refresh.")
+
+
+def _lmk2video_inputs() -> list:
+    inputs = [_file_input(name, loading.RELEASED_FILES[role], f"{label}: released AniPortrait weights, loaded unchanged.")
+              for name, (role, label) in LMK2VIDEO_FILES.items()]
+    inputs.append(io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="auto",
+                                 tooltip="auto = ComfyUI's choice for your device (fp16/bf16 on GPU, fp32 on CPU)."))
+    return inputs
+
+
+def _lmk2video_files(reference_unet_name, denoising_unet_name, motion_module_name, pose_guider_name) -> dict[str, str]:
+    chosen = dict(reference_unet_name=reference_unet_name, denoising_unet_name=denoising_unet_name,
+                  motion_module_name=motion_module_name, pose_guider_name=pose_guider_name)
+    return {role: comfy.resolve_model_file(chosen[name], label) for name, (role, label) in LMK2VIDEO_FILES.items()}
 
 
 class LoadAudioModels(io.ComfyNode):
@@ -78,29 +93,43 @@ class LoadFaceLandmarker(io.ComfyNode):
 class LoadLmk2VideoModels(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        inputs = [_file_input(name, loading.RELEASED_FILES[role], f"{label}: released AniPortrait weights, loaded unchanged.")
-                  for name, (role, label) in LMK2VIDEO_FILES.items()]
-        inputs.append(io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="auto",
-                                     tooltip="auto = ComfyUI's choice for your device (fp16/bf16 on GPU, fp32 on CPU)."))
         return io.Schema(
             node_id="AniPortraitLoadLmk2VideoModels",
             display_name="AniPortrait Load Lmk2Video Models",
             category=f"{comfy.CATEGORY}/loaders",
             description="Loads ReferenceNet, the denoising UNet + motion module and the PoseGuider (strict key checks). Nothing goes to the GPU until sampling.",
-            inputs=inputs,
+            inputs=_lmk2video_inputs(),
             outputs=[sockets.Lmk2VideoModels.Output("lmk2video_models")],
         )
 
     @classmethod
     @comfy.user_errors
     def execute(cls, reference_unet_name, denoising_unet_name, motion_module_name, pose_guider_name, weight_dtype) -> io.NodeOutput:
-        chosen = dict(reference_unet_name=reference_unet_name, denoising_unet_name=denoising_unet_name,
-                      motion_module_name=motion_module_name, pose_guider_name=pose_guider_name)
-        files = {role: comfy.resolve_model_file(chosen[name], label) for name, (role, label) in LMK2VIDEO_FILES.items()}
+        files = _lmk2video_files(reference_unet_name, denoising_unet_name, motion_module_name, pose_guider_name)
         dtype = comfy.pick_weight_dtype(WEIGHT_DTYPES[weight_dtype])
         models = loading.load_lmk2video_models(files, device=comfy.offload_device(), dtype=dtype)
         models.handles = tuple(comfy.patcher_for(m) for m in (models.reference_unet, models.video_unet, models.pose_guider))
         return comfy.output(models, notes=[f"Lmk2Video models loaded in {str(dtype).removeprefix('torch.')}"])
+
+
+class LoadVideoModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitLoadVideoModel",
+            display_name="AniPortrait Load Video Model (MODEL)",
+            category=f"{comfy.CATEGORY}/loaders",
+            description="Loads the same Lmk2Video files as a core MODEL for KSampler, SamplerCustomAdvanced, Context Windows and other model nodes (v-prediction, zero-terminal-SNR schedule, SD1.5 latents). Condition it with AniPortrait Video Conditioning.",
+            inputs=_lmk2video_inputs(),
+            outputs=[io.Model.Output("model")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, reference_unet_name, denoising_unet_name, motion_module_name, pose_guider_name, weight_dtype) -> io.NodeOutput:
+        files = _lmk2video_files(reference_unet_name, denoising_unet_name, motion_module_name, pose_guider_name)
+        dtype = comfy.pick_weight_dtype(WEIGHT_DTYPES[weight_dtype])
+        return comfy.output(comfy_model.load_model(files, dtype), notes=[f"AniPortrait MODEL in {str(dtype).removeprefix('torch.')}"])
 
 
 class LoadPoseTemplate(io.ComfyNode):
@@ -123,4 +152,4 @@ class LoadPoseTemplate(io.ComfyNode):
         return comfy.output(template, notes=[f"{template.num_frames} poses ({template.num_frames / template.fps:.1f} s)"])
 
 
-NODES = [LoadAudioModels, LoadFaceLandmarker, LoadLmk2VideoModels, LoadPoseTemplate]
+NODES = [LoadAudioModels, LoadFaceLandmarker, LoadLmk2VideoModels, LoadVideoModel, LoadPoseTemplate]

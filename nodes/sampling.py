@@ -1,14 +1,31 @@
 """The Lmk2Video sampler node: ReferenceNet + PoseGuider + motion UNet over context windows -> core LATENT."""
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io
 
 from ..aniportrait_lib.video import pose_source, reference, sampler
 from . import comfy_adapter as comfy
-from . import sockets
+from . import comfy_model, sockets
 
 MIN_SIZE, MAX_SIZE = comfy.MIN_SIZE, comfy.MAX_SIZE
 MAX_CONTEXT = 32  # length of the motion modules' position table
+CONTEXT_DIM = 768  # the released UNets' cross-attention width (CLIP ViT-L/14 image embeddings)
+
+
+def reference_and_pose_inputs() -> list:
+    """The inputs both stage-2 entry points share: the encoders, the reference photo, the poses and the size."""
+    return [
+        io.Vae.Input("vae", tooltip="SD1.5 VAE (sd-vae-ft-mse)."),
+        io.ClipVision.Input("clip_vision", tooltip="sd-image-variations image encoder (CLIP ViT-L/14 with projection)."),
+        io.Image.Input("reference_image", tooltip="The portrait to animate (first image is used)."),
+        io.Image.Input("pose_images", optional=True,
+                       tooltip="Lip-coloured pose images (AniPortrait Render Pose Images, or edited by other nodes); one output frame per image. Connect this or landmarks."),
+        sockets.Landmarks.Input("landmarks", optional=True,
+                                tooltip="Landmarks from AniPortrait Project Landmarks: each window's pose images are drawn when needed (same video, far less memory than connecting every pose image). Connect this or pose_images."),
+        io.Int.Input("width", default=512, min=MIN_SIZE, max=MAX_SIZE, step=8, tooltip="Video width (multiple of 8)."),
+        io.Int.Input("height", default=512, min=MIN_SIZE, max=MAX_SIZE, step=8, tooltip="Video height (multiple of 8)."),
+    ]
 
 
 class Lmk2VideoSampler(io.ComfyNode):
@@ -21,15 +38,7 @@ class Lmk2VideoSampler(io.ComfyNode):
             description="Animates the reference photo along the pose images, or along landmarks drawn window by window (DDIM, v-prediction, context windows). Output latents decode with core VAE Decode.",
             inputs=[
                 sockets.Lmk2VideoModels.Input("lmk2video_models"),
-                io.Vae.Input("vae", tooltip="SD1.5 VAE (sd-vae-ft-mse)."),
-                io.ClipVision.Input("clip_vision", tooltip="sd-image-variations image encoder (CLIP ViT-L/14 with projection)."),
-                io.Image.Input("reference_image", tooltip="The portrait to animate (first image is used)."),
-                io.Image.Input("pose_images", optional=True,
-                               tooltip="Lip-coloured pose images (AniPortrait Render Pose Images, or edited by other nodes); one output frame per image. Connect this or landmarks."),
-                sockets.Landmarks.Input("landmarks", optional=True,
-                                        tooltip="Landmarks from AniPortrait Project Landmarks: each window's pose images are drawn when needed (same video, far less memory than connecting every pose image). Connect this or pose_images."),
-                io.Int.Input("width", default=512, min=MIN_SIZE, max=MAX_SIZE, step=8, tooltip="Video width (multiple of 8)."),
-                io.Int.Input("height", default=512, min=MIN_SIZE, max=MAX_SIZE, step=8, tooltip="Video height (multiple of 8)."),
+                *reference_and_pose_inputs(),
                 io.Int.Input("steps", default=25, min=1, max=200, tooltip="DDIM steps."),
                 io.Float.Input("cfg", default=3.5, min=1.0, max=20.0, step=0.1, tooltip="Guidance scale; 1.0 skips the unconditional pass (about 2x faster)."),
                 io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -52,13 +61,7 @@ class Lmk2VideoSampler(io.ComfyNode):
         poses = pose_frames(pose_images, landmarks)  # len(poses) frames; resized to width x height by the sampler
         sampler.check_inputs(width, height, len(poses), steps, cfg, context_frames, context_overlap)
         comfy.check_memory("sampler", frames=len(poses), width=width, height=height, cfg=cfg, context_frames=context_frames, dtype=models.dtype, models=models.handles)
-        if getattr(vae, "latent_channels", 4) != 4 or getattr(vae, "downscale_ratio", 8) != 8:
-            raise ValueError(reference.VAE_ERROR)  # before encoding: other VAEs may not even take one image
-        ref = reference.prepare_reference(
-            ref_rgb, width, height, encode_vae=vae.encode,
-            encode_clip=lambda pixels: clip_vision.encode_image(pixels, crop=False)["image_embeds"],
-            context_dim=models.config.unet["cross_attention_dim"],
-        )
+        ref = encode_reference(vae, clip_vision, ref_rgb, width, height, models.config.unet["cross_attention_dim"])
         memory = sampler.estimate_memory(len(poses), width, height, cfg, context_frames, models.dtype)
         device = comfy.load_for_inference(*models.handles, memory_required=memory)
         total = sampler.count_window_evaluations(len(poses), steps, context_frames, context_overlap)
@@ -70,13 +73,74 @@ class Lmk2VideoSampler(io.ComfyNode):
         return comfy.output({"samples": comfy.to_output_device(sampler.to_frame_batch(latents))}, notes=[note])
 
 
-def pose_frames(pose_images, landmarks) -> pose_source.PoseFrames:
+class VideoConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitVideoConditioning",
+            display_name="AniPortrait Video Conditioning",
+            category=comfy.CATEGORY,
+            description="Reference photo + pose frames -> positive/negative CONDITIONING and an empty video LATENT (1, 4, frames, h, w: one latent frame per pose frame) for core KSampler / SamplerCustomAdvanced with the AniPortrait MODEL. For videos longer than 16 frames put context windows on the model: AniPortrait Context Windows (the original's windows) or core Context Windows (Manual) with dim 2 (looped_uniform, 16/4, closed_loop on, fuse flat). Decode with AniPortrait Decode To Video.",
+            inputs=reference_and_pose_inputs(),
+            outputs=[io.Conditioning.Output("positive"), io.Conditioning.Output("negative"), io.Latent.Output("latent")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, vae, clip_vision, reference_image, width, height, pose_images=None, landmarks=None) -> io.NodeOutput:
+        ref_rgb, note = comfy.first_image_uint8(reference_image, "reference image")
+        poses = pose_frames(pose_images, landmarks, "the conditioning node")
+        sampler.check_size(width, height, len(poses))
+        ref = encode_reference(vae, clip_vision, ref_rgb, width, height, CONTEXT_DIM)
+        raw_latent = comfy.to_output_device(sampler.to_vae_space(ref.latent))
+        positive = comfy_model.conditioning(ref.clip_embeds, raw_latent, poses, use_reference=True)
+        negative = comfy_model.conditioning(ref.clip_embeds, raw_latent, poses, use_reference=False)
+        empty = comfy.to_output_device(torch.zeros(1, 4, len(poses), height // 8, width // 8))
+        return comfy.output(positive, negative, {"samples": empty}, notes=[note, f"{len(poses)} frames at {width}x{height}"])
+
+
+class ContextWindows(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitContextWindows",
+            display_name="AniPortrait Context Windows",
+            category=comfy.CATEGORY,
+            description="Samples videos longer than one window in the original AniPortrait's context windows (fixed, looped, averaged) through core's context-window handler. Core Context Windows (Manual) also works (dim 2) but moves its windows at every step.",
+            inputs=[
+                io.Model.Input("model", tooltip="The AniPortrait MODEL (AniPortrait Load Video Model)."),
+                io.Int.Input("context_frames", default=16, min=1, max=MAX_CONTEXT, tooltip="Frames per window (the motion module was trained on 16)."),
+                io.Int.Input("context_overlap", default=4, min=0, max=MAX_CONTEXT - 1, tooltip="Frames shared by neighbouring windows; smaller than context_frames."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with the original's context windows applied during sampling.")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, model, context_frames, context_overlap) -> io.NodeOutput:
+        if context_overlap >= context_frames:
+            raise ValueError(f"context_overlap ({context_overlap}) must be smaller than context_frames ({context_frames}): lower context_overlap.")
+        return io.NodeOutput(comfy_model.with_original_context_windows(model, context_frames, context_overlap))
+
+
+def encode_reference(vae, clip_vision, ref_rgb, width: int, height: int, context_dim: int) -> reference.Reference:
+    """The reference photo through core's VAE and CLIP vision encoders (sampler-scale latent, image embedding)."""
+    if getattr(vae, "latent_channels", 4) != 4 or getattr(vae, "downscale_ratio", 8) != 8:
+        raise ValueError(reference.VAE_ERROR)  # before encoding: other VAEs may not even take one image
+    return reference.prepare_reference(
+        ref_rgb, width, height, encode_vae=vae.encode,
+        encode_clip=lambda pixels: clip_vision.encode_image(pixels, crop=False)["image_embeds"],
+        context_dim=context_dim,
+    )
+
+
+def pose_frames(pose_images, landmarks, node: str = "the sampler") -> pose_source.PoseFrames:
     """The connected pose input as a frame source: IMAGE batch -> uint8 frames held on the host (converted once),
     landmarks -> frames drawn one context window at a time. Neither or both connected is refused."""
-    chosen = pose_source.pick_pose_input(pose_images, landmarks)
+    chosen = pose_source.pick_pose_input(pose_images, landmarks, node)
     if chosen is landmarks:
         return pose_source.LandmarkPoseFrames(landmarks)
     return pose_source.ArrayPoseFrames(comfy.image_batch_to_uint8(pose_images, "pose images"))
 
 
-NODES = [Lmk2VideoSampler]
+NODES = [Lmk2VideoSampler, VideoConditioning, ContextWindows]

@@ -22,7 +22,7 @@ class DecodeToVideo(io.ComfyNode):
                          "sits in RAM as one float32 IMAGE batch. Feed the VIDEO to core Save Video (format/codec auto "
                          "or mp4/h264 copy the file without re-encoding). VAE Decode + Create Video stay fine for short clips."),
             inputs=[
-                io.Latent.Input("samples", tooltip="Latents from AniPortrait Lmk2Video Sampler: one per frame, raw VAE space."),
+                io.Latent.Input("samples", tooltip="Latents from AniPortrait Lmk2Video Sampler (one per frame) or from KSampler with the AniPortrait MODEL (one video latent)."),
                 io.Vae.Input("vae", tooltip="SD1.5 VAE (sd-vae-ft-mse), the one given to the sampler."),
                 io.Float.Input("fps", default=30.0, min=1.0, max=120.0, step=1.0, tooltip="Frame rate of the video (the motion's fps)."),
                 io.Int.Input("chunk_frames", default=16, min=0, max=1024,
@@ -39,7 +39,7 @@ class DecodeToVideo(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, samples, vae, fps, chunk_frames, quality, crf, audio=None) -> io.NodeOutput:
-        latents = samples["samples"]
+        latents = encode.frame_latents(samples["samples"])
         encode.check_latents(latents, getattr(vae, "latent_channels", 4))
         ratio = getattr(vae, "upscale_ratio", 8)
         scale = ratio if isinstance(ratio, int) else 8  # video VAEs report a (t, h, w) tuple

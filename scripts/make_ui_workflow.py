@@ -44,7 +44,7 @@ COLUMN_W = 340
 # nodes that show media below their widgets, or have extra DOM widgets: a size that shows them
 MEDIA_SIZE = {"LoadImage": (340, 360), "PreviewImage": (340, 340), "SaveImage": (340, 340), "LoadVideo": (340, 440),
               "LoadAudio": (340, 150), "SaveVideo": (340, 340)}
-WIDE = {"AniPortraitLmk2VideoSampler": 320, "AniPortraitLoadLmk2VideoModels": 320, "CLIPVisionLoader": 320, "VAELoader": 320}
+WIDE = {"AniPortraitLmk2VideoSampler": 320, "AniPortraitLoadVideoModel": 320, "AniPortraitVideoConditioning": 320, "AniPortraitLoadLmk2VideoModels": 320, "CLIPVisionLoader": 320, "VAELoader": 320}
 
 GROUP_COLOURS = {"inputs": "#3f789e", "motion": "#8A8", "pose": "#b58b2a", "video": "#a1309b", "crop": "#8AA", "note": "#444"}
 
@@ -52,6 +52,8 @@ MODEL_LINES = {
     "AniPortraitLoadAudioModels": ("`audio2mesh.pt`, `audio2pose.pt` → `models/aniportrait/`", "hf"),
     "AniPortraitLoadLmk2VideoModels": ("`reference_unet.pth`, `denoising_unet.pth`, `motion_module.pth`, "
                                        "`pose_guider.pth` → `models/aniportrait/`", "hf"),
+    "AniPortraitLoadVideoModel": ("`reference_unet.pth`, `denoising_unet.pth`, `motion_module.pth`, "
+                                  "`pose_guider.pth` → `models/aniportrait/`", "hf"),
     "AniPortraitLoadFaceLandmarker": (
         "`face_landmarker.task` → `models/aniportrait/`, from "
         "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/latest/face_landmarker.task", None),
@@ -79,6 +81,17 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
             ("1 · Audio → motion", "motion", [["3", "4", "5"], ["6", "7", "8"]]),
             ("2 · Motion → pose images", "pose", [["9", "10"], ["21"]]),
             ("3 · Pose images → video", "video", [["14", "15", "16"], ["17"], ["18", "19", "20"]]),
+        ],
+    ),
+    "aniportrait_audio2video_ksampler": (
+        "Speech + portrait → talking-head video on ComfyUI's own KSampler: the AniPortrait MODEL with core Context "
+        "Windows (dim 2, looped_uniform, closed loop, flat). Swap in any core sampler, scheduler or model patch; "
+        "**AniPortrait Context Windows** instead of the core node keeps the original's fixed windows.",
+        [
+            ("Your inputs", "inputs", [["1", "2"]]),
+            ("1 · Audio → motion", "motion", [["3", "4", "5"], ["6", "7", "8"]]),
+            ("2 · Motion → landmarks", "pose", [["9", "10"], ["21"]]),
+            ("3 · Landmarks → video (core sampling)", "video", [["14", "15", "16"], ["22", "23"], ["17"], ["18", "20"]]),
         ],
     ),
     "aniportrait_pose_template": (
@@ -353,11 +366,13 @@ def make_thumbnails(url: str, names: list[str]) -> None:
     panels = {
         "aniportrait_stage1": [photo, ref_pose],
         "aniportrait_audio2video": [photo, ref_pose],
+        "aniportrait_audio2video_ksampler": [photo, ref_pose],
         "aniportrait_pose_template": [photo, ref_pose],
         "aniportrait_reenactment": [drive_frame, drive_pose],
     }
     labels = {"aniportrait_stage1": "speech + portrait -> pose images",
               "aniportrait_audio2video": "speech + portrait -> pose images -> video",
+              "aniportrait_audio2video_ksampler": "speech + portrait -> landmarks -> KSampler video",
               "aniportrait_pose_template": "speech + head-motion video -> pose images",
               "aniportrait_reenactment": "driving video -> pose images on your portrait"}
     if {"aniportrait_photo_paste_back", "aniportrait_dubbing"} & set(names):

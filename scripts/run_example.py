@@ -33,7 +33,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_INPUTS = REPO / "example_inputs"
-WORKFLOWS = ("aniportrait_audio2video", "aniportrait_stage1", "aniportrait_pose_template", "aniportrait_reenactment")
+WORKFLOWS = ("aniportrait_audio2video", "aniportrait_audio2video_ksampler", "aniportrait_stage1", "aniportrait_pose_template",
+             "aniportrait_reenactment")
 DEMO_BANNER = "DEMO: random weights, the video is noise"
 #: loader node -> (its file input, the option that replaces it)
 INPUT_NODES = {"LoadImage": ("image", "image"), "LoadAudio": ("audio", "audio"), "LoadVideo": ("file", "video")}

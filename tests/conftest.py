@@ -82,6 +82,44 @@ def real_clip_frames(name: str, count: int | None = None) -> np.ndarray:
 # ----------------------------------------------------------------------------- e2e: what ComfyUI reports
 
 
+def frames_at_30fps(wav_path) -> int:
+    """Video frames the pack makes from a wav at 30 fps (it resamples to 16 kHz with soxr, which keeps
+    ``round(n * 16000 / rate)`` samples)."""
+    import math
+    import wave
+
+    with wave.open(str(wav_path)) as w:
+        n, rate = w.getnframes(), w.getframerate()
+    return math.ceil(round(n * 16000 / rate) / 16000 * 30)
+
+
+def resize_prompt(prompt: dict, size: tuple[int, int], nodes: tuple[str, ...]) -> None:
+    """Set width/height of ``nodes`` (the face analysis, the projection, the sampler: the face is analysed at
+    the video size, as in the original)."""
+    for node in nodes:
+        prompt[node]["inputs"]["width"], prompt[node]["inputs"]["height"] = size
+
+
+def saved_mp4(server, history: dict, node: str) -> dict:
+    """The mp4 a Save Video node wrote: its path, size, frame count, fps, codec and audio stream count."""
+    import av
+
+    from comfy_server import execution_error
+
+    err = execution_error(history)
+    assert err is None, err and (err.get("node_type"), err.get("exception_message"), err.get("traceback"))
+    entry = history["outputs"][node]["images"][0]
+    path = server.output_dir / entry["subfolder"] / entry["filename"]
+    assert path.suffix == ".mp4" and path.stat().st_size > 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        info = {"path": path, "size": (stream.codec_context.width, stream.codec_context.height),
+                "fps": float(stream.average_rate), "codec": stream.codec.name,
+                "audio_streams": len(container.streams.audio)}
+        info["frames"] = sum(1 for _ in container.decode(stream))
+    return info
+
+
 def node_text(history: dict, node: str) -> str:
     """The UI text (``ui.text``) a node showed in a finished prompt, lines joined."""
     return "\n".join(history["outputs"].get(node, {}).get("text", []))

@@ -247,11 +247,20 @@ class EncodeResult:
                 f"audio; {self.codec.label}; decoded {self.chunk_frames} frames at a time.")
 
 
+def frame_latents(latents: torch.Tensor) -> torch.Tensor:
+    """A video's latents one per frame: ``(frames, channels, h, w)`` as given, or a video latent
+    ``(1, channels, frames, h, w)`` (the AniPortrait MODEL's, after core KSampler) as a view in that layout."""
+    if latents.ndim == 5 and latents.shape[0] == 1:
+        return latents[0].transpose(0, 1)
+    return latents
+
+
 def check_latents(latents: torch.Tensor, vae_channels: int) -> None:
     """One latent per frame ``(frames, channels, h, w)`` with the VAE's channel count, or a clear error."""
     if latents.ndim != 4:
         raise ValueError(f"the latents have shape {tuple(latents.shape)}; this node takes one latent per frame "
-                         "(frames, 4, h, w) as AniPortrait Lmk2Video Sampler outputs.")
+                         "(frames, 4, h, w) as AniPortrait Lmk2Video Sampler outputs, or one video latent "
+                         "(1, 4, frames, h, w) as KSampler outputs with the AniPortrait MODEL.")
     if vae_channels != latents.shape[1]:
         raise ValueError(f"the latents have {latents.shape[1]} channels but the VAE takes {vae_channels}: "
                          "use the VAE given to the sampler.")

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..weights import CheckpointError, check_state_dict, expect_layout, file_label, read_state_dict
+from .layers import LayerClasses, replace_layers
 from .pose_guider import PoseGuider, build_pose_guider
 from .unet import (
     ReferenceUNet,
@@ -187,20 +188,28 @@ def _assign(module: nn.Module, state_dict: dict[str, torch.Tensor], device: torc
     return module.eval().requires_grad_(False)
 
 
+def _with_layers(model: nn.Module, layer_classes: LayerClasses | None) -> nn.Module:
+    return replace_layers(model, layer_classes) if layer_classes else model
+
+
 def load_reference_unet(source: PathLike | StateDict, config: Mapping[str, Any] | None = None,
-                        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> ReferenceUNet:
-    """Load ``reference_unet.pth`` (path or state dict). ``config`` None = inferred from the keys (SD1.5 heads/groups)."""
+                        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                        layer_classes: LayerClasses | None = None) -> ReferenceUNet:
+    """Load ``reference_unet.pth`` (path or state dict). ``config`` None = inferred from the keys (SD1.5 heads/groups).
+
+    ``layer_classes``: a host's layer types to build the network from (:func:`~.layers.replace_layers`)."""
     sd, path = _read(source)
     expect_layout(sd, "reference_unet", file_label(path, "reference UNet state dict"))
     cfg = dict(config) if config is not None else infer_unet_config(sd)
-    model = build_reference_unet(cfg, device="meta", dtype=dtype)
+    model = _with_layers(build_reference_unet(cfg, device="meta", dtype=dtype), layer_classes)
     check_state_dict(model.state_dict(), sd, file_label(path, "reference UNet state dict"), "reference UNet")
     return _assign(model, sd, device)
 
 
 def load_video_unet(denoising: PathLike | StateDict, motion: PathLike | StateDict,
                     config: Mapping[str, Any] | None = None, motion_kwargs: Mapping[str, Any] | None = None,
-                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> VideoUNet:
+                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                    layer_classes: LayerClasses | None = None) -> VideoUNet:
     """Load the denoiser from ``denoising_unet.pth`` (all non-motion keys) + ``motion_module.pth`` (all motion keys).
 
     Each file is checked strictly against its own part of the model, so a mistake names the right file (e.g.
@@ -212,7 +221,7 @@ def load_video_unet(denoising: PathLike | StateDict, motion: PathLike | StateDic
     expect_layout(mm_sd, "motion_module", file_label(mm_path, "motion module state dict"))
     cfg = dict(config) if config is not None else infer_unet_config(den_sd)
     mkw = dict(motion_kwargs) if motion_kwargs is not None else infer_motion_kwargs(mm_sd)
-    model = build_video_unet(cfg, mkw, device="meta", dtype=dtype)
+    model = _with_layers(build_video_unet(cfg, mkw, device="meta", dtype=dtype), layer_classes)
     expected = model.state_dict()
     check_state_dict({k: v for k, v in expected.items() if not is_motion_key(k)}, den_sd,
                      file_label(den_path, "denoising UNet state dict"), "denoising UNet (without motion modules)")
@@ -225,19 +234,20 @@ def load_video_unet(denoising: PathLike | StateDict, motion: PathLike | StateDic
 
 def load_pose_guider(source: PathLike | StateDict, config: PoseGuiderConfig | None = None,
                      device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                     batch_norm_mode: str = "batch_stats") -> PoseGuider:
+                     batch_norm_mode: str = "batch_stats", layer_classes: LayerClasses | None = None) -> PoseGuider:
     """Load ``pose_guider.pth``. ``config`` None = width inferred, heads 16 / groups 32 (the original's)."""
     sd, path = _read(source)
     expect_layout(sd, "pose_guider", file_label(path, "pose guider state dict"))
     cfg = config if config is not None else infer_pose_guider_config(sd)
-    model = build_pose_guider(cfg.noise_latent_channels, cfg.attention_heads, cfg.attention_head_dim,
-                              cfg.norm_groups, batch_norm_mode, device="meta", dtype=dtype)
+    model = _with_layers(build_pose_guider(cfg.noise_latent_channels, cfg.attention_heads, cfg.attention_head_dim,
+                                           cfg.norm_groups, batch_norm_mode, device="meta", dtype=dtype), layer_classes)
     check_state_dict(model.state_dict(), sd, file_label(path, "pose guider state dict"), "pose guider")
     return _assign(model, sd, device)
 
 
 def load_lmk2video_models(paths: Mapping[str, PathLike | StateDict], config: Lmk2VideoConfig | None = None,
-                          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Lmk2VideoModels:
+                          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                          layer_classes: LayerClasses | None = None) -> Lmk2VideoModels:
     """Load all Lmk2Video networks.
 
     Args:
@@ -245,6 +255,8 @@ def load_lmk2video_models(paths: Mapping[str, PathLike | StateDict], config: Lmk
             ``.pt``, ``.safetensors``) or an already-read state dict.
         config: explicit configs; None = infer sizes from the files (SD1.5 / AniPortrait head and group counts).
         device, dtype: where and in which float dtype the models live (the release ran fp16 on CUDA).
+        layer_classes: a host's layer types (e.g. ComfyUI's ``comfy.ops`` classes, so its memory manager can
+            cast and offload the networks layer by layer); None = plain ``torch.nn`` layers.
     """
     missing = [k for k in RELEASED_FILES if k not in paths]
     if missing:
@@ -253,13 +265,15 @@ def load_lmk2video_models(paths: Mapping[str, PathLike | StateDict], config: Lmk
         )
     explicit = config is not None
     cfg = copy.deepcopy(config) if explicit else Lmk2VideoConfig()
-    reference = load_reference_unet(paths["reference_unet"], cfg.unet if explicit else None, device, dtype)
+    reference = load_reference_unet(paths["reference_unet"], cfg.unet if explicit else None, device, dtype,
+                                    layer_classes=layer_classes)
     if not explicit:
         # the denoiser shares the reference UNet's architecture: reuse its (inferred) config
         cfg.unet = infer_unet_config(reference.state_dict(), cfg.unet)
     video = load_video_unet(paths["denoising_unet"], paths["motion_module"], cfg.unet,
-                            cfg.motion if explicit else None, device, dtype)
-    pose = load_pose_guider(paths["pose_guider"], cfg.pose_guider if explicit else None, device, dtype)
+                            cfg.motion if explicit else None, device, dtype, layer_classes=layer_classes)
+    pose = load_pose_guider(paths["pose_guider"], cfg.pose_guider if explicit else None, device, dtype,
+                            layer_classes=layer_classes)
     if not explicit:
         cfg.pose_guider = PoseGuiderConfig(pose.final_proj.out_channels, pose.cross_attn1.transformer_blocks[0].attn1.heads,
                                            pose.cross_attn1.proj_in.out_channels

@@ -49,12 +49,14 @@ class PoseBatchNorm2d(nn.BatchNorm2d):
     mode: str = "batch_stats"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # weights follow the input: hosts may compute in another dtype than the stored one (manual cast)
+        weight, bias = self.weight.to(x), self.bias.to(x)
         if self.mode == "running_stats":
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            return F.batch_norm(x, self.running_mean.to(x), self.running_var.to(x), weight, bias, False, 0.0, self.eps)
         if x.shape[0] * x.shape[2] * x.shape[3] == 1:
             # one value per channel: x - mean(x) == 0, output is the bias (torch refuses this case in training)
-            return self.bias.to(x.dtype).view(1, -1, 1, 1).expand_as(x).clone()
-        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            return bias.view(1, -1, 1, 1).expand_as(x).clone()
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:

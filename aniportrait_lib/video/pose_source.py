@@ -118,12 +118,13 @@ def as_pose_frames(poses: Any) -> PoseFrames:
     return ArrayPoseFrames(poses)
 
 
-def pick_pose_input(pose_images: Any, landmarks: Any) -> Union[Any, Landmarks]:
-    """The one connected pose input of a sampler node (``None`` = not connected); refuses neither and both."""
+def pick_pose_input(pose_images: Any, landmarks: Any, node: str = "the sampler") -> Union[Any, Landmarks]:
+    """The one connected pose input of a node (``None`` = not connected); refuses neither and both.
+    ``node`` names the node in the message."""
     if pose_images is None and landmarks is None:
         raise ValueError("connect either pose_images (e.g. from Render Pose Images) or landmarks (from Project "
-                         "Landmarks, rendered window by window) to the sampler; neither is connected.")
+                         f"Landmarks, rendered window by window) to {node}; neither is connected.")
     if pose_images is not None and landmarks is not None:
-        raise ValueError("connect only one of pose_images and landmarks to the sampler, not both: it follows the "
+        raise ValueError(f"connect only one of pose_images and landmarks to {node}, not both: it follows the "
                          "one that is connected.")
     return landmarks if landmarks is not None else pose_images

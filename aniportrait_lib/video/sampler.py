@@ -61,6 +61,7 @@ __all__ = [
     "LATENT_SCALE",
     "Progress",
     "check_inputs",
+    "check_size",
     "estimate_memory",
     "count_window_evaluations",
     "plan_windows",
@@ -114,13 +115,7 @@ def check_inputs(width: int, height: int, num_frames: int, steps: int, cfg: floa
     Raises:
         ValueError.
     """
-    if width % 8 or height % 8:
-        raise ValueError(f"width and height must be multiples of 8 (got {width}x{height}): the VAE works at 1/8 "
-                         f"size, so use e.g. {max(8, width // 8 * 8)}x{max(8, height // 8 * 8)}.")
-    if width < 8 or height < 8:
-        raise ValueError(f"width and height must be at least 8 pixels (got {width}x{height}).")
-    if num_frames < 1:
-        raise ValueError("pose_images holds no frames; connect at least one pose image (one per output frame).")
+    check_size(width, height, num_frames)
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps}.")
     if not np.isfinite(cfg) or cfg < 1.0:
@@ -130,6 +125,17 @@ def check_inputs(width: int, height: int, num_frames: int, steps: int, cfg: floa
     if not 0 <= context_overlap < context_frames:
         raise ValueError(f"context_overlap ({context_overlap}) must be 0 or more and smaller than context_frames "
                          f"({context_frames}): lower context_overlap or raise context_frames.")
+
+
+def check_size(width: int, height: int, num_frames: int) -> None:
+    """Refuse a video size the VAE cannot encode or an empty pose input (ValueError, one sentence)."""
+    if width % 8 or height % 8:
+        raise ValueError(f"width and height must be multiples of 8 (got {width}x{height}): the VAE works at 1/8 "
+                         f"size, so use e.g. {max(8, width // 8 * 8)}x{max(8, height // 8 * 8)}.")
+    if width < 8 or height < 8:
+        raise ValueError(f"width and height must be at least 8 pixels (got {width}x{height}).")
+    if num_frames < 1:
+        raise ValueError("pose_images holds no frames; connect at least one pose image (one per output frame).")
 
 
 def _check_conditioning(ref_latent: torch.Tensor, clip_embeds: torch.Tensor) -> torch.Tensor:

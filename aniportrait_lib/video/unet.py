@@ -418,7 +418,8 @@ class PositionalEncoding(nn.Module):
                 f"the motion module handles at most {self.pe.shape[1]} frames at once, got {frames}; "
                 f"use context windows of at most {self.pe.shape[1]} frames"
             )
-        return x + self.pe[:, :frames].to(x.dtype)
+        # .to(x): a host that offloads per layer may leave this parameter-free module's buffer on the CPU
+        return x + self.pe[:, :frames].to(device=x.device, dtype=x.dtype)
 
 
 class TemporalAttention(Attention):

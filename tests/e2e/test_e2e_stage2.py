@@ -3,30 +3,19 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import wave
 
-import av
 import pytest
 
 from comfy_server import execution_error, load_workflow, unique_prefix
-from conftest import assert_missing_file_reported_once, assert_plain_user_error
+from conftest import assert_missing_file_reported_once, assert_plain_user_error, frames_at_30fps, resize_prompt, saved_mp4
 
 pytestmark = pytest.mark.e2e
-
-
-def _frames_at_30fps(path) -> int:
-    with wave.open(str(path)) as w:
-        n, rate = w.getnframes(), w.getframerate()
-    return math.ceil(round(n * 16000 / rate) / 16000 * 30)
 
 
 def _video_prompt(size=(64, 64), steps=2, audio="short_speech.wav") -> dict:
     prompt = copy.deepcopy(load_workflow("aniportrait_audio2video_api.json"))
     prompt["2"]["inputs"]["audio"] = audio
-    w, h = size
-    for node in ("5", "9", "17"):  # face analysed at the video size, as the original
-        prompt[node]["inputs"]["width"], prompt[node]["inputs"]["height"] = w, h
+    resize_prompt(prompt, size, ("5", "9", "17"))
     prompt["17"]["inputs"]["steps"] = steps
     prompt["20"]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/video")
     return prompt
@@ -44,20 +33,10 @@ def test_stage2_nodes_registered(server):
 def test_audio_to_video_workflow_writes_mp4_with_audio(stage2_models):
     server = stage2_models
     prompt = _video_prompt(size=(72, 64))
-    history = server.run(prompt, timeout=900)
-    err = execution_error(history)
-    assert err is None, err and (err.get("node_type"), err.get("exception_message"), err.get("traceback"))
-    video = history["outputs"]["20"]["images"][0]
-    path = server.output_dir / video["subfolder"] / video["filename"]
-    assert path.suffix == ".mp4" and path.stat().st_size > 0
-    expected = _frames_at_30fps(server.input_dir / "short_speech.wav")
-    with av.open(str(path)) as container:
-        vstream = container.streams.video[0]
-        assert len(container.streams.audio) == 1, "the mp4 must carry the audio track"
-        frames = sum(1 for _ in container.decode(vstream))
-        assert (vstream.codec_context.width, vstream.codec_context.height) == (72, 64)
-        assert abs(float(vstream.average_rate) - 30.0) < 1e-6
-    assert frames == expected
+    video = saved_mp4(server, server.run(prompt, timeout=900), "20")
+    assert video["audio_streams"] == 1, "the mp4 must carry the audio track"
+    assert video["size"] == (72, 64) and abs(video["fps"] - 30.0) < 1e-6
+    assert video["frames"] == frames_at_30fps(server.input_dir / "short_speech.wav")
 
 
 def test_size_not_multiple_of_8_is_a_clear_execution_error(stage2_models):
@@ -96,7 +75,7 @@ def test_missing_stage2_file_is_reported_once_naming_file_and_folder(stage2_mode
     assert stage2_models.alive()
 
 
-@pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_pose_template", "aniportrait_reenactment",
+@pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_audio2video_ksampler", "aniportrait_pose_template", "aniportrait_reenactment",
                                   "aniportrait_photo_paste_back", "aniportrait_dubbing"])
 def test_ui_workflows_match_their_api_twins_and_the_live_nodes(server, name):
     """The drag-and-drop UI files are what scripts/make_ui_workflow.py makes from the API twin and /object_info."""

@@ -125,7 +125,7 @@ def screenshot_dir(tmp_path_factory, frontend):
 
 
 def test_workflows_folder_holds_only_ui_workflows_each_with_its_thumbnail():
-    assert NAMES == ["aniportrait_audio2video", "aniportrait_dubbing", "aniportrait_photo_paste_back", "aniportrait_pose_template",
+    assert NAMES == ["aniportrait_audio2video", "aniportrait_audio2video_ksampler", "aniportrait_dubbing", "aniportrait_photo_paste_back", "aniportrait_pose_template",
                      "aniportrait_reenactment", "aniportrait_stage1"]
     for name in NAMES:
         wf = json.loads((WORKFLOWS / f"{name}.json").read_text())
