@@ -55,7 +55,7 @@ def _images(n: int, seed: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def short_cond(pack, setup):
-    with torch.inference_mode():  # module fixtures run outside tests/nodes/conftest.py's per-test one
+    with torch.inference_mode():  # module fixtures run outside the per-test inference mode (tests/conftest.py)
         return _conditioning(pack, setup, SHORT)
 
 
