@@ -1,29 +1,20 @@
 """Face Crop and Paste Back nodes called in-process with real ComfyUI IMAGE/MASK tensors."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import shared_assets_dir
-
-
-def _ui_text(output) -> str:
-    return output.ui.as_dict()["text"][0] if output.ui is not None else ""
+from conftest import node_landmarker, shared_assets_dir, ui_text
 
 
 @pytest.fixture(scope="module")
 def nodes(pack):
-    from aniportrait_pack.nodes import compose, loaders
+    from aniportrait_pack.nodes import compose
 
-    folder = pack.work_dir / "models" / "aniportrait"
-    if not (folder / "face_landmarker.task").exists():
-        shutil.copyfile(shared_assets_dir() / "face_landmarker.task", folder / "face_landmarker.task")
-    landmarker = loaders.LoadFaceLandmarker.execute("face_landmarker.task").result[0]
-    return type("Nodes", (), dict(compose=compose, landmarker=landmarker))
+    return type("Nodes", (), dict(compose=compose, landmarker=node_landmarker(pack)))
 
 
 def _guitar_frames(count: int) -> torch.Tensor:
@@ -41,7 +32,7 @@ def test_crop_then_paste_back_a_video_with_a_faceless_frame(nodes):
     crops, info = out.result
     assert tuple(crops.shape) == (12, 320, 256, 3) and crops.dtype == torch.float32
     assert info.num_frames == 12 and info.crop_size == (256, 320) and info.source_size == (350, 350)
-    assert not info.detected[10] and _ui_text(out) == "face found in 11 of 12 frames, 1 filled in"
+    assert not info.detected[10] and ui_text(out) == "face found in 11 of 12 frames, 1 filled in"
     pasted = nodes.compose.PasteBack.execute(crops, info, frames, "face", 0.15, 12, False)
     images, mask = pasted.result
     assert tuple(images.shape) == (12, 350, 350, 3) and tuple(mask.shape) == (12, 350, 350)

@@ -1,28 +1,19 @@
 """Dubbing nodes in-process: a real clip aligned to new audio, and its head motion driving the face."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import real_clip_frames, shared_assets_dir
-
-
-def _ui_text(output) -> str:
-    return output.ui.as_dict()["text"][0] if output.ui is not None else ""
+from conftest import node_landmarker, real_clip_frames, ui_text
 
 
 @pytest.fixture(scope="module")
 def nodes(pack):
-    from aniportrait_pack.nodes import dubbing, face, loaders
+    from aniportrait_pack.nodes import dubbing, face
 
-    folder = pack.work_dir / "models" / "aniportrait"
-    if not (folder / "face_landmarker.task").exists():
-        shutil.copyfile(shared_assets_dir() / "face_landmarker.task", folder / "face_landmarker.task")
-    landmarker = loaders.LoadFaceLandmarker.execute("face_landmarker.task").result[0]
-    return dubbing, face, landmarker
+    return dubbing, face, node_landmarker(pack)
 
 
 def test_align_video_to_audio_per_rule(nodes):
@@ -34,7 +25,7 @@ def test_align_video_to_audio_per_rule(nodes):
     assert aligned.shape[0] == 30 and fps == 30.0 and aligned_audio["waveform"].shape[-1] == 16000
     shown = (aligned[:, 0, 0, 0] * 10).round().int().tolist()
     assert shown[:12] == [0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 8, 9] and shown[12:15] == [8, 7, 6]  # back and forth after 0.4 s
-    assert _ui_text(out) == "10 frames at 25 fps -> 30 frames at 30 fps (loop; audio 1.00 s, kept 1.00 s)"
+    assert ui_text(out) == "10 frames at 25 fps -> 30 frames at 30 fps (loop; audio 1.00 s, kept 1.00 s)"
     trimmed, trimmed_audio, _ = dubbing.AlignVideoToAudio.execute(frames, 25.0, audio, "trim", 30.0).result
     assert trimmed.shape[0] == 12 and trimmed_audio["waveform"].shape[-1] == 6400  # 0.4 s of video
 
@@ -49,7 +40,7 @@ def test_video_head_motion_follows_the_real_head(nodes):
     still = Motion(np.repeat(face.mesh_canonical[None], 12, axis=0), np.zeros((12, 6)), 30.0)
     out = dubbing.VideoHeadMotion.execute(landmarker, frames, face, still, "interpolate")
     posed = out.result[0]
-    assert _ui_text(out) == "face found in 12 of 12 frames"
+    assert ui_text(out) == "face found in 12 of 12 frames"
     assert float(np.abs(posed.poses[0]).max()) < 1e-9  # frame 0 is the reference itself
     projected = project_motion(posed, face, face.width, face.height).points
     detected = np.stack([f.landmarks_px()[:468] for f in landmarker.analyze_frames((frames.numpy() * 255).round().astype(np.uint8))])

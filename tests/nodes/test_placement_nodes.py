@@ -1,59 +1,27 @@
 """AniPortrait Face From Points called in-process with real ComfyUI types."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import shared_assets_dir
-
-
-def _anime_face(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """A flat anime-style drawing MediaPipe finds no face in, and its five points (as tests/lib/test_placement.py)."""
-    import cv2
-
-    s = size / 512
-    img = np.full((size, size, 3), (200, 225, 250), np.uint8)
-
-    def p(x, y):
-        return int(round(x * s)), int(round(y * s))
-
-    cv2.ellipse(img, p(256, 250), p(230, 230), 0, 180, 360, (60, 40, 90), -1)
-    cv2.ellipse(img, p(256, 280), p(150, 175), 0, 0, 360, (205, 225, 255), -1)
-    cv2.rectangle(img, p(100, 150), p(412, 200), (60, 40, 90), -1)
-    for ex, ey in ((196, 290), (316, 290)):
-        cv2.ellipse(img, p(ex, ey), p(34, 44), 0, 0, 360, (255, 255, 255), -1)
-        cv2.ellipse(img, p(ex, ey + 4), p(26, 38), 0, 0, 360, (180, 60, 40), -1)
-        cv2.circle(img, p(ex, ey + 6), int(14 * s), (40, 10, 10), -1)
-        cv2.circle(img, p(ex - 10, ey - 12), int(9 * s), (255, 255, 255), -1)
-        cv2.ellipse(img, p(ex, ey - 40), p(40, 10), 0, 180, 360, (30, 20, 30), int(5 * s))
-    cv2.circle(img, p(256, 355), int(3 * s), (150, 160, 210), -1)
-    cv2.line(img, p(236, 400), p(276, 400), (80, 80, 200), int(4 * s))
-    return img, np.array([[196, 290], [316, 290], [256, 355], [236, 400], [276, 400]], float) * s
+from conftest import anime_face, node_landmarker, ui_text
 
 
 def _image(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array).float().div(255.0)[None]
 
 
-def _ui_text(output) -> str:
-    return output.ui.as_dict()["text"][0] if output.ui is not None else ""
-
-
 @pytest.fixture(scope="module")
 def nodes(pack):
-    from aniportrait_pack.nodes import face, loaders, placement
+    from aniportrait_pack.nodes import face, placement
 
-    folder = pack.work_dir / "models" / "aniportrait"
-    shutil.copyfile(shared_assets_dir() / "face_landmarker.task", folder / "face_landmarker.task")
-    return type("Nodes", (), dict(face=face, loaders=loaders, placement=placement))
+    return type("Nodes", (), dict(face=face, placement=placement))
 
 
 @pytest.fixture(scope="module")
-def landmarker(nodes):
-    return nodes.loaders.LoadFaceLandmarker.execute("face_landmarker.task").result[0]
+def landmarker(pack):
+    return node_landmarker(pack)
 
 
 def test_node_is_registered(pack):
@@ -66,7 +34,7 @@ def test_node_is_registered(pack):
 
 
 def test_anime_drawing_face_from_typed_points(nodes, landmarker):
-    image, points = _anime_face()
+    image, points = anime_face()
     with pytest.raises(ValueError, match=r"^no face was found.*AniPortrait Face From Points") as info:
         nodes.face.FaceAnalysis.execute(landmarker, _image(image))
     assert type(info.value) is ValueError
@@ -75,7 +43,7 @@ def test_anime_drawing_face_from_typed_points(nodes, landmarker):
     face, pose = out.result
     assert face.image_size == (512, 512) and face.landmarks.shape == (478, 3) and tuple(pose.shape) == (1, 512, 512, 3)
     assert float(pose.max()) > 0.5  # the mesh is drawn
-    assert _ui_text(out).startswith("face placed from 5 points: fitted points within")
+    assert ui_text(out).startswith("face placed from 5 points: fitted points within")
     # at the video size: the points scale with the photo
     from aniportrait_pack.aniportrait_lib.face.placement import five_points_from_landmarks
 
@@ -86,12 +54,12 @@ def test_anime_drawing_face_from_typed_points(nodes, landmarker):
 
 
 def test_box_and_mask(nodes, landmarker):
-    image, _ = _anime_face(256)
+    image, _ = anime_face(256)
     by_box = nodes.placement.FaceFromPoints.execute(landmarker, _image(image), "box", "53,55,203,228", "pose").result[0]
     mask = torch.zeros((1, 256, 256))
     mask[0, 55:228, 53:203] = 1.0
     out = nodes.placement.FaceFromPoints.execute(landmarker, _image(image), "box", "ignored", "pose", mask)
-    assert _ui_text(out).startswith("face placed in the mask's box (53, 55, 203, 228)")
+    assert ui_text(out).startswith("face placed in the mask's box (53, 55, 203, 228)")
     np.testing.assert_allclose(out.result[0].landmarks, by_box.landmarks, atol=1e-9)
 
 
@@ -103,7 +71,7 @@ def test_box_and_mask(nodes, landmarker):
     ("box", "10,10", r"^the box text holds 2 numbers; give a box 'x0,y0,x1,y1'"),
 ])
 def test_errors_are_plain_one_sentence_value_errors(nodes, landmarker, mode, text, message):
-    image, _ = _anime_face()
+    image, _ = anime_face()
     with pytest.raises(ValueError, match=message) as info:
         nodes.placement.FaceFromPoints.execute(landmarker, _image(image), mode, text, "pose")
     assert type(info.value) is ValueError

@@ -124,9 +124,18 @@ def test_cancel_removes_the_temp_file(pack, vae, latents, monkeypatch) -> None:
     assert set(os.listdir(pack_temp_dir())) == before
 
 
-def test_five_dimensional_latents_are_refused(pack, vae) -> None:
-    with pytest.raises(ValueError, match="one latent per frame"):
-        _run(pack, vae, torch.zeros(1, 4, 3, 8, 8))
+def test_a_video_latent_decodes_like_its_frames(pack, vae, latents) -> None:
+    """KSampler's video latent (1, 4, F, h, w) from the AniPortrait MODEL gives the same video as its F frames."""
+    frames = latents[:4]
+    as_video = frames.permute(1, 0, 2, 3)[None].contiguous()
+    video = _run(pack, vae, as_video).args[0].get_components().images
+    assert torch.equal(video, _run(pack, vae, frames).args[0].get_components().images)
+
+
+def test_a_batch_of_video_latents_is_refused(pack, vae) -> None:
+    with pytest.raises(ValueError, match=r"this node takes one latent per frame \(frames, 4, h, w\) as AniPortrait "
+                                         r"Lmk2Video Sampler outputs, or one video latent"):
+        _run(pack, vae, torch.zeros(2, 4, 3, 8, 8))
 
 
 # ----------------------------------------------------------------------------- pre-flight through the nodes
