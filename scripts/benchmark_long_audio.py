@@ -72,9 +72,13 @@ def save_models(models: Path) -> None:
     (models / "clip_vision").mkdir(parents=True, exist_ok=True)
     random_weights.save_clip_vision_vitl(models / "clip_vision" / "clip.safetensors")
     (models / "vae_approx").mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
     for name, part in (("taesd_encoder", taesd.Encoder(4)), ("taesd_decoder", taesd.Decoder(4))):
-        save_file({k: v.contiguous() for k, v in part.state_dict().items()}, str(models / "vae_approx" / f"{name}.safetensors"))
+        # core builds TAESD from comfy.ops layers that skip initialisation: without explicit values the file holds
+        # whatever memory was there (NaN/inf at times, which made a 10-minute run fail after 2 hours)
+        weights = {k: (torch.randn(v.shape, generator=gen) * (0.1 if k.endswith("bias") else 0.05)).to(v.dtype)
+                   for k, v in part.state_dict().items()}
+        save_file(weights, str(models / "vae_approx" / f"{name}.safetensors"))
 
 
 def prompt(size: int, steps: int) -> dict:

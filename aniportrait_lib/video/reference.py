@@ -48,13 +48,17 @@ def encode_reference(image: ImageLike, width: int, height: int, encode_vae: Enco
 
     The photo is LANCZOS-resized to (width, height) like the original and handed to ``encode_vae`` as
     float (1, height, width, 3) in [0, 1]; the VAE must return the latent MEAN (the original does not sample).
-    Raises ValueError when the latent is not SD1.5-shaped (4 channels, 1/8 size): the UNets cannot read it.
+    Raises ValueError when the latent is not SD1.5-shaped (4 channels, 1/8 size): the UNets cannot read it, or
+    holds NaN/inf (a VAE with broken weights: one such value would spread into every frame of the video).
     """
     # float32: newer ComfyUI may hand back fp16 (--fp16-intermediates); the sampler keeps latents in fp32
     raw = encode_vae(preprocess.reference_pixels(image, width, height)).float()
     expected = (1, LATENT_CHANNELS, int(height) // LATENT_DOWNSCALE, int(width) // LATENT_DOWNSCALE)
     if tuple(raw.shape) != expected:
         raise ValueError(VAE_ERROR)
+    if not bool(torch.isfinite(raw).all()):  # caught here, not as a NaN video after the whole sampling run
+        raise ValueError("the VAE encoded the reference photo to NaN/inf values: its weights are broken; load "
+                         "sd-vae-ft-mse again (or another working SD1.5 VAE).")
     return raw * LATENT_SCALE
 
 

@@ -675,6 +675,10 @@ def test_reference_encoder_checks() -> None:
     for shape in ((1, 16, 3, 4), (1, 4, 1, 2)):  # other channels, 16x downscale
         with pytest.raises(ValueError, match=re.escape(VAE_ERROR)):
             encode_reference(image, 32, 24, lambda px, shape=shape: torch.zeros(shape))
+    broken = torch.ones(1, 4, 3, 4)
+    broken[0, 2, 1, 1] = float("nan")  # a VAE with broken weights (seen: an uninitialised random TAESD)
+    with pytest.raises(ValueError, match=r"^the VAE encoded the reference photo to NaN/inf values: its weights are broken"):
+        encode_reference(image, 32, 24, lambda px: broken)
     embeds = embed_reference(image, lambda px: torch.ones(1, 1, 768), 768)  # (1, 1, D) is squeezed
     assert tuple(embeds.shape) == (1, 768)
     with pytest.raises(ValueError, match=re.escape(
