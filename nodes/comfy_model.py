@@ -26,7 +26,6 @@ translates ComfyUI's calling convention.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -44,7 +43,6 @@ import comfy.supported_models_base
 from ..aniportrait_lib.video import context_windows, loading, sampler
 from ..aniportrait_lib.video.denoiser import DenoiserCall, VideoDenoiser
 
-log = logging.getLogger("aniportrait")
 
 REFERENCE_LATENT = "aniportrait_reference_latent"
 USE_REFERENCE = "aniportrait_use_reference"
