@@ -224,6 +224,31 @@ def trim_motion(motion: Motion, start: int = 0, end: int = 0) -> Motion:
     return _take(motion, np.arange(int(start), n - int(end)))
 
 
+def keyframe_indices(num_frames: int, every: int) -> np.ndarray:
+    """Frames kept by :func:`keyframes`: ``0, k, 2k, ...`` up to the first index >= the last frame, clamped to it.
+
+    Interpolating the ``m`` kept frames with ``k - 1`` new frames between neighbours gives ``(m - 1) * k + 1``
+    frames: at least ``num_frames`` and fewer than ``num_frames + k``.
+    """
+    if int(every) != every or every < 1:
+        raise ValueError(f"every must be a whole number of frames >= 1, got {every}")
+    k, n = int(every), int(num_frames)
+    steps = -(-(n - 1) // k)  # ceil((n - 1) / k): the last kept frame reaches (or passes) the last frame
+    return np.minimum(np.arange(steps + 1) * k, n - 1)
+
+
+def keyframes(motion: Motion, every: int) -> Motion:
+    """Every ``every``-th frame of ``motion`` (at ``fps / every``) for the original's acceleration (``-acc``):
+    the video model animates these frames only and a frame-interpolation model fills in ``every - 1`` frames
+    between neighbours, back to the full frame rate.
+
+    Unlike the original (``poses[::k]``, whose interpolated video ends up to ``k - 1`` frames short of the audio)
+    the last frame is always kept, so the interpolated video covers the whole audio.
+    """
+    index = keyframe_indices(motion.num_frames, every)
+    return Motion(motion.meshes[index], motion.poses[index], motion.fps / int(every))
+
+
 # ----------------------------------------------------------------------------- blinks
 
 

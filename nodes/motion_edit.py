@@ -1,4 +1,5 @@
-"""Motion editing nodes: expression/mouth strength and head motion, shift/trim in time, natural blinks.
+"""Motion editing nodes: expression/mouth strength and head motion, shift/trim in time, natural blinks,
+keyframes for frame interpolation.
 
 They take and give ``ANIPORTRAIT_MOTION``, so they fit after any motion source (audio, template,
 reenactment) and before Project Landmarks.
@@ -108,4 +109,34 @@ class AddBlinks(io.ComfyNode):
         return comfy.output(out, notes=[note, skipped])
 
 
-NODES = [EditMotion, ShiftMotion, AddBlinks]
+class MotionKeyframes(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitMotionKeyframes",
+            display_name="AniPortrait Motion Keyframes",
+            category=comfy.CATEGORY,
+            description="Keeps every k-th frame of a motion (the original's -acc): the video model animates only these, about k times faster, and a frame-interpolation node puts the k-1 frames between them back (core Run Frame Interpolation Model with multiplier = k on ComfyUI 0.20+, or RIFE VFI / FILM VFI of ComfyUI-Frame-Interpolation). Make the video at video_fps with the audio.",
+            inputs=[
+                sockets.Motion.Input("motion"),
+                io.Int.Input("every", default=3, min=1, max=8,
+                             tooltip="Keep every k-th frame. 2-3 keep lips in sync; the original used 3. 1 keeps every frame."),
+            ],
+            outputs=[
+                sockets.Motion.Output("keyframe_motion", display_name="motion"),
+                io.Int.Output("multiplier", tooltip="The frame-interpolation node's multiplier (= every)."),
+                io.Float.Output("video_fps", tooltip="Frame rate of the interpolated video (the input motion's)."),
+            ],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, motion, every) -> io.NodeOutput:
+        kept = motion_edit.keyframes(motion, every)
+        full = (kept.num_frames - 1) * every + 1
+        note = (f"{motion.num_frames} -> {kept.num_frames} keyframes; interpolated x{every}: {full} frames at "
+                f"{motion.fps:g} fps")
+        return comfy.output(kept, int(every), float(motion.fps), notes=[note])
+
+
+NODES = [EditMotion, ShiftMotion, AddBlinks, MotionKeyframes]

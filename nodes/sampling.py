@@ -45,6 +45,8 @@ class Lmk2VideoSampler(io.ComfyNode):
                              tooltip="Noise seed (drawn on the CPU: same seed, same video on any GPU)."),
                 io.Int.Input("context_frames", default=16, min=1, max=MAX_CONTEXT, tooltip="Frames per context window (the motion module was trained on 16)."),
                 io.Int.Input("context_overlap", default=4, min=0, max=31, tooltip="Frames shared by neighbouring windows; must be smaller than context_frames."),
+                io.Int.Input("window_batch", default=1, min=1, max=8, optional=True,
+                             tooltip="Context windows per network call. 2-4 can be faster on a large GPU and need that many times the activation memory; the video is the same. Keep 1 on small cards and on the CPU."),
                 io.Image.Input("reference_pose", optional=True,
                                tooltip="Accepted for compatibility with the original pipeline; it has no effect on the result (see docs)."),
             ],
@@ -54,21 +56,26 @@ class Lmk2VideoSampler(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, lmk2video_models, vae, clip_vision, reference_image, width, height, steps, cfg, seed,
-                context_frames, context_overlap, pose_images=None, landmarks=None, reference_pose=None) -> io.NodeOutput:
+                context_frames, context_overlap, pose_images=None, landmarks=None, reference_pose=None,
+                window_batch=1) -> io.NodeOutput:
         # ranges are the schema's (ComfyUI checks them per input); cross-input rules are the library's
         models = lmk2video_models
         ref_rgb, note = comfy.first_image_uint8(reference_image, "reference image")
         poses = pose_frames(pose_images, landmarks)  # len(poses) frames; resized to width x height by the sampler
         sampler.check_inputs(width, height, len(poses), steps, cfg, context_frames, context_overlap)
-        comfy.check_memory("sampler", frames=len(poses), width=width, height=height, cfg=cfg, context_frames=context_frames, dtype=models.dtype, models=models.handles)
+        window_batch = 1 if window_batch is None else window_batch
+        comfy.check_memory("sampler", frames=len(poses), width=width, height=height, cfg=cfg, context_frames=context_frames,
+                           dtype=models.dtype, models=models.handles, window_batch=window_batch)
         ref = encode_reference(vae, clip_vision, ref_rgb, width, height, models.config.unet["cross_attention_dim"])
-        memory = sampler.estimate_memory(len(poses), width, height, cfg, context_frames, models.dtype)
+        memory = sampler.estimate_memory(len(poses), width, height, cfg, context_frames, models.dtype, window_batch,
+                                         context_overlap)
         device = comfy.load_for_inference(*models.handles, memory_required=memory)
         total = sampler.count_window_evaluations(len(poses), steps, context_frames, context_overlap)
         latents = sampler.sample_video(
             models, ref.latent.to(device), ref.clip_embeds.to(device), poses,
             steps=steps, cfg=cfg, seed=seed, context_frames=context_frames, context_overlap=context_overlap,
             device=device, dtype=models.dtype, progress=comfy.progress(total, with_previews=True),
+            window_batch=window_batch,
         )
         return comfy.output({"samples": comfy.to_output_device(sampler.to_frame_batch(latents))}, notes=[note])
 

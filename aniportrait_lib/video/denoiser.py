@@ -29,6 +29,7 @@ from torch import nn
 from .pose_features import PoseFeatureCache
 from .pose_source import PoseFrames
 from .sampler import run_reference
+from .unet import ReferenceFeatures
 
 __all__ = ["VideoDenoiser", "DenoiserCall"]
 
@@ -135,7 +136,7 @@ class VideoDenoiser(nn.Module):
                 return entry.features
         features = run_reference(self.reference_unet, latent, context)
         self.reference_runs += 1
-        self._references.append(_ReferenceEntry(latent.clone(), context.clone(), list(features)))
+        self._references.append(_ReferenceEntry(latent.clone(), context.clone(), ReferenceFeatures(features)))
         return self._references[-1].features
 
     def _reference_for_chunks(self, call: DenoiserCall, use: torch.Tensor) -> Optional[list[torch.Tensor]]:

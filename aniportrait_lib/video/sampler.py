@@ -54,6 +54,7 @@ from .pose_features import PoseFeatureCache
 from .pose_source import PoseFrames, as_pose_frames
 from .reference import LATENT_SCALE
 from .scheduler import AniPortraitDDIM, make_scheduler
+from .unet import ReferenceFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -156,13 +157,14 @@ def _check_conditioning(ref_latent: torch.Tensor, clip_embeds: torch.Tensor) -> 
 # memory estimate, windows
 # ----------------------------------------------------------------------------------------------------------------
 def estimate_memory(num_frames: int, width: int, height: int, cfg: float, context_frames: int,
-                    dtype: torch.dtype) -> int:
-    """Bytes of activations one window evaluation needs, besides the weights (for the host's model loader).
+                    dtype: torch.dtype, window_batch: int = 1, context_overlap: int = 4) -> int:
+    """Bytes of activations one video-UNet call needs, besides the weights (for the host's model loader).
 
-    Activations dominate at video sizes: CFG batch x window length x the UNet's widest feature maps
-    (320 channels at 1/8 size) x a factor 64 for the attention/ResNet intermediates alive at once.
+    Activations dominate at video sizes: CFG batch x windows per call x window length x the UNet's widest
+    feature maps (320 channels at 1/8 size) x a factor 64 for the attention/ResNet intermediates alive at once.
     """
-    batch = 2 if cfg > 1.0 else 1
+    windows = max(1, min(int(window_batch), len(uniform_context_windows(num_frames, context_frames, context_overlap))))
+    batch = (2 if cfg > 1.0 else 1) * windows
     elem = torch.finfo(dtype).bits // 8
     return int(batch * min(num_frames, context_frames) * (height // 8) * (width // 8) * 320 * 64 * elem)
 
@@ -253,12 +255,12 @@ class Conditioning:
     Attributes:
         states: (B, 1, D) CLIP context in the model dtype; rows [zeros, embeds] with CFG, [embeds] without.
         reference_features: the ReferenceNet's per-block features, cond row only (the uncond row runs plain
-            self-attention, so the UNet projects keys/values of one reference row instead of two per call).
+            self-attention), which keep their projected keys/values for the whole run.
         reference_mask: CPU bool (B,): which rows read the reference features (on the host: no device sync).
     """
 
     states: torch.Tensor
-    reference_features: list[torch.Tensor]
+    reference_features: ReferenceFeatures
     reference_mask: torch.Tensor
 
     @property
@@ -283,7 +285,7 @@ def prepare_conditioning(reference_unet: torch.nn.Module, ref_latent: torch.Tens
         states, mask = cond_states, torch.tensor([True])
     ref_in = ref_latent.to(device=device, dtype=dtype).repeat(states.shape[0], 1, 1, 1)
     features = run_reference(reference_unet, ref_in, states)
-    return Conditioning(states=states, reference_features=[f[-1:] for f in features], reference_mask=mask)
+    return Conditioning(states=states, reference_features=ReferenceFeatures([f[-1:] for f in features]), reference_mask=mask)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -291,7 +293,10 @@ def prepare_conditioning(reference_unet: torch.nn.Module, ref_latent: torch.Tens
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class Denoiser:
-    """Everything one DDIM step needs (built by :func:`sample_video`)."""
+    """Everything one DDIM step needs (built by :func:`sample_video`).
+
+    ``window_batch``: how many context windows of equal length go through the video UNet in one call.
+    """
 
     video_unet: torch.nn.Module
     cond: Conditioning
@@ -299,6 +304,36 @@ class Denoiser:
     poses: PoseFeatureCache
     dtype: torch.dtype
     cfg: float
+    window_batch: int = 1
+
+
+def window_groups(plan: WindowPlan, window_batch: int) -> list[list[int]]:
+    """Window numbers in groups of at most ``window_batch`` consecutive windows of the same length."""
+    groups: list[list[int]] = []
+    for wi, frames in enumerate(plan.frames):
+        last = groups[-1] if groups else None
+        if last is not None and len(last) < window_batch and plan.frames[last[0]].numel() == frames.numel():
+            last.append(wi)
+        else:
+            groups.append([wi])
+    return groups
+
+
+def _predict_group(run: Denoiser, latents: torch.Tensor, t_tensor: torch.Tensor, group: list[int]) -> torch.Tensor:
+    """v prediction of the windows in ``group`` in one UNet call: (B, n, 4, f, h, w) for B CFG rows, n windows.
+
+    Rows go in as [uncond windows..., cond windows...], so the reference mask has two runs whatever ``n``.
+    """
+    n_batch, n = run.cond.batch, len(group)
+    windows = torch.cat([latents.index_select(2, run.plan.index[wi]) for wi in group])  # (n, 4, f, h, w)
+    model_in = windows.to(run.dtype).repeat(n_batch, 1, 1, 1, 1)
+    per_window = [run.poses.features(wi, run.plan.frames[wi]) for wi in group]  # each (B, C_k, f, H_k, W_k)
+    pose_features = [torch.stack([feats[k] for feats in per_window], 1).flatten(0, 1) if n > 1 else per_window[0][k]
+                     for k in range(len(per_window[0]))]  # rows [b0 w0, b0 w1, ..., b1 w0, ...]
+    states = run.cond.states.repeat_interleave(n, 0)
+    mask = run.cond.reference_mask.repeat_interleave(n, 0)
+    pred = run.video_unet(model_in, t_tensor, states, pose_features, run.cond.reference_features, mask)
+    return pred.view(n_batch, n, *pred.shape[1:])
 
 
 def _predict_step(run: Denoiser, latents: torch.Tensor, t: int, on_window: Callable[[bool], None]) -> torch.Tensor:
@@ -306,17 +341,14 @@ def _predict_step(run: Denoiser, latents: torch.Tensor, t: int, on_window: Calla
 
     ``on_window(last)`` is called after each window evaluation (``last`` for the step's final window).
     """
-    n_batch = run.cond.batch
     t_tensor = torch.tensor(t, dtype=torch.int64, device=latents.device)
-    noise_pred = torch.zeros((n_batch, *latents.shape[1:]), device=latents.device, dtype=torch.float32)
+    noise_pred = torch.zeros((run.cond.batch, *latents.shape[1:]), device=latents.device, dtype=torch.float32)
     n_windows = len(run.plan.index)
-    for wi, (idx, frames) in enumerate(zip(run.plan.index, run.plan.frames)):
-        model_in = latents.index_select(2, idx).to(run.dtype).repeat(n_batch, 1, 1, 1, 1)
-        pose_features = run.poses.features(wi, frames)
-        pred = run.video_unet(model_in, t_tensor, run.cond.states, pose_features, run.cond.reference_features,
-                              run.cond.reference_mask)
-        noise_pred.index_add_(2, idx, pred.float())
-        on_window(wi == n_windows - 1)
+    for group in window_groups(run.plan, run.window_batch):
+        pred = _predict_group(run, latents, t_tensor, group)
+        for j, wi in enumerate(group):
+            noise_pred.index_add_(2, run.plan.index[wi], pred[:, j].float())
+            on_window(wi == n_windows - 1)
     return noise_pred / run.plan.counts
 
 
@@ -376,6 +408,7 @@ def sample_video(
     progress: Optional[Progress] = None, noise: Optional[torch.Tensor] = None,
     scheduler: Optional[AniPortraitDDIM] = None, cache_pose_features: bool = True,
     pose_cache_budget_bytes: int = 1 << 30, cache_overflow_device: Union[str, torch.device] = "cpu",
+    window_batch: int = 1,
 ) -> torch.Tensor:
     """Denoise a video conditioned on a reference latent, a CLIP embedding and pose frames.
 
@@ -401,6 +434,8 @@ def sample_video(
         cache_pose_features, pose_cache_budget_bytes, cache_overflow_device: see
             :class:`~aniportrait_lib.video.pose_features.PoseFeatureCache` (False recomputes per step, like
             the original; the numbers are the same).
+        window_batch: context windows per video-UNet call (>= 1). More windows per call use the device better
+            at the cost of that many times the activation memory; the result is the same up to float rounding.
 
     Returns:
         float32 latents (1, 4, F, H/8, W/8) on ``device``, in sampler scale (raw VAE latents * 0.18215).
@@ -425,7 +460,9 @@ def sample_video(
     cond = prepare_conditioning(models.reference_unet, ref_latent, clip_embeds, cfg > 1.0, device, dtype)
     pose_cache = PoseFeatureCache(models.pose_guider, poses, (8 * h, 8 * w), cond.batch, device, dtype,
                                   cache_pose_features, pose_cache_budget_bytes, cache_overflow_device)
-    run = Denoiser(video_unet, cond, plan, pose_cache, dtype, cfg)
+    if int(window_batch) < 1:
+        raise ValueError(f"window_batch must be at least 1, got {window_batch}.")
+    run = Denoiser(video_unet, cond, plan, pose_cache, dtype, cfg, int(window_batch))
     return denoise(run, latents, sched, timesteps, progress)
 
 

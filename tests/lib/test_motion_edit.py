@@ -155,6 +155,22 @@ def test_trim(face):
     assert out.fps == motion.fps and _unchanged(motion_edit.trim_motion(motion), motion)
 
 
+@pytest.mark.parametrize("every", [1, 2, 3, 5])
+def test_keyframes_cover_the_whole_motion_once_interpolated(face, every):
+    for frames in (1, 2, 3, 10, 11, 12, 40):
+        index = motion_edit.keyframe_indices(frames, every)
+        m = len(index)
+        assert index[0] == 0 and index[-1] == frames - 1
+        assert np.array_equal(index[:-1], np.arange(m - 1) * every), "keyframe j is frame j * every"
+        interpolated = (m - 1) * every + 1  # what a x`every` interpolation node gives back
+        assert frames <= interpolated < frames + every
+    motion = _motion(face, frames=11)
+    kept = motion_edit.keyframes(motion, every)
+    index = motion_edit.keyframe_indices(11, every)
+    assert np.array_equal(kept.meshes, motion.meshes[index]) and np.array_equal(kept.poses, motion.poses[index])
+    assert kept.fps == motion.fps / every
+
+
 # ----------------------------------------------------------------------------- blinks
 
 
@@ -243,6 +259,7 @@ def test_blink_strength_scales_the_closure(face):
     (lambda f, m: motion_edit.shift_motion(m, -10, keep_length=False), r"^offset_frames=-10 drops all 10 frames of the motion$"),
     (lambda f, m: motion_edit.trim_motion(m, 6, 4), r"^trim_start=6 and trim_end=4 remove all 10 frames of the motion$"),
     (lambda f, m: motion_edit.trim_motion(m, -1, 0), r"^trim_start and trim_end must be whole numbers of frames >= 0, got -1 and 0$"),
+    (lambda f, m: motion_edit.keyframes(m, 0), r"^every must be a whole number of frames >= 1, got 0$"),
     (lambda f, m: motion_edit.add_blinks(f, m, blinks_per_minute=-2), r"^blinks_per_minute must be a number >= 0, got -2$"),
     (lambda f, m: motion_edit.add_blinks(f, m, blink_frames=0), r"^blink_frames must be >= 1, got 0$"),
     (lambda f, m: motion_edit.add_blinks(f, m, blinks_per_minute=400, blink_frames=6),

@@ -471,6 +471,60 @@ def test_long_video_wraparound_deterministic(pipeline_case: tuple[Path, dict], t
     assert torch.equal(a, d)
 
 
+def test_window_batch_gives_the_same_video_in_fewer_calls(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+    folder, case = pipeline_case
+    n_frames = 40
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, n_frames)
+    windows = uniform_context_windows(n_frames)
+    one = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=5)
+    for window_batch in (2, len(windows), 8):
+        models = _wrapped(tiny_models)
+        progress: list[int] = []
+        batched = sample_video(models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=5,
+                               window_batch=window_batch, progress=lambda i, n, preview=None: progress.append(i))
+        per_step = -(-len(windows) // min(window_batch, len(windows)))
+        assert len(models.video_unet.calls) == 2 * per_step
+        args = models.video_unet.calls[0][0]
+        rows = 2 * min(window_batch, len(windows))
+        assert args[0].shape[0] == rows and args[2].shape[0] == rows
+        # rows [uncond windows..., cond windows...]: the reference mask has two runs
+        assert args[5].tolist() == [False] * (rows // 2) + [True] * (rows // 2)
+        assert progress == list(range(1, 2 * len(windows) + 1)), "progress still counts windows"
+        assert len(models.pose_guider.calls) == len(windows), "pose features are still computed once per window"
+        assert _max_err(one, batched) < 1e-4, f"window_batch {window_batch} changed the video"
+    with pytest.raises(ValueError, match=re.escape("window_batch must be at least 1, got 0.")):
+        sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=1, window_batch=0)
+
+
+def test_reference_keys_values_are_projected_once_per_run(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+    from aniportrait_lib.video.unet import ReferenceFeatures
+
+    folder, case = pipeline_case
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 8)
+    unet = tiny_models.video_unet
+    key_projections = [m.attn1.to_k for m in unet.modules() if hasattr(m, "attn1") and m.attn1 is not None]
+    calls = {"n": 0}
+    hooks = [lin.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1)) for lin in key_projections]
+    try:
+        models = _wrapped(tiny_models)
+        sample_video(models, ref_latent, clip_embeds, poses, steps=3, cfg=3.5, seed=1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    unet_calls, blocks = len(models.video_unet.calls), len(key_projections)
+    assert unet_calls == 3
+    # one own-token projection per block and call, plus one reference projection per block for the whole run
+    assert calls["n"] == unet_calls * blocks + blocks
+    # the kept projections are the ones a plain list of features gives, call after call
+    args = models.video_unet.calls[0][0]
+    features = args[4]
+    assert isinstance(features, ReferenceFeatures)
+    plain = unet(*args[:4], list(features), args[5])
+    kept = ReferenceFeatures(list(features))
+    assert torch.equal(unet(*args[:4], kept, args[5]), plain)
+    assert torch.equal(unet(*args[:4], kept, args[5]), plain)
+
+
 def test_noise_matches_global_manual_seed() -> None:
     shape = (1, 4, 5, 3, 2)
     state = torch.random.get_rng_state()
@@ -709,6 +763,11 @@ def test_estimate_memory() -> None:
     # CFG batch 2 x min(frames, window) 16 x 64x64 latent x 320 x 64 x 2 bytes (fp16)
     assert estimate_memory(48, 512, 512, 3.5, 16, torch.float16) == 2 * 16 * 64 * 64 * 320 * 64 * 2
     assert estimate_memory(4, 512, 512, 1.0, 16, torch.float32) == 1 * 4 * 64 * 64 * 320 * 64 * 4
+    # several windows per call: that many times the activations, at most as many windows as the video has
+    one = estimate_memory(48, 512, 512, 3.5, 16, torch.float16)
+    assert estimate_memory(48, 512, 512, 3.5, 16, torch.float16, window_batch=3) == 3 * one
+    windows = len(uniform_context_windows(48, 16, 4))
+    assert estimate_memory(48, 512, 512, 3.5, 16, torch.float16, window_batch=99) == windows * one
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -87,6 +87,17 @@ def test_add_blinks_node(lib, face, motion):
     assert np.array_equal(again.meshes, blinking.meshes)
 
 
+def test_motion_keyframes_node(lib, face, motion):
+    out = lib.nodes.MotionKeyframes.execute(motion, 3)
+    kept, multiplier, video_fps = out.result
+    # 300 frames: 0, 3, ..., 297 and the last frame 299; x3 interpolation gives 301 frames at 30 fps
+    assert kept.num_frames == 101 and kept.fps == 10.0 and multiplier == 3 and video_fps == 30.0
+    assert np.array_equal(kept.meshes[:100], motion.meshes[0:300:3]) and np.array_equal(kept.poses[100], motion.poses[299])
+    assert _ui_text(out) == "300 -> 101 keyframes; interpolated x3: 301 frames at 30 fps"
+    landmarks = lib.motion.project_motion(kept, face, 256, 256)  # the sampler draws 101 pose frames at 10 fps
+    assert landmarks.points.shape == (101, 468, 2) and landmarks.fps == 10.0
+
+
 def test_bad_inputs_are_plain_value_errors(lib, face, motion):
     with pytest.raises(ValueError, match=r"^trim_start=200 and trim_end=100 remove all 300 frames of the motion$") as info:
         lib.nodes.ShiftMotion.execute(motion, 0, True, 200, 100)
