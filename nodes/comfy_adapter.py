@@ -116,10 +116,14 @@ def patcher_for(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
     return comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
 
 
-def load_for_inference(*patchers: comfy.model_patcher.ModelPatcher, memory_required: int = 0) -> torch.device:
-    """Move the models to the compute device (freeing others' VRAM as needed); return that device."""
-    # force_full_load: these are plain torch layers, not comfy.ops ones that can run partially offloaded
-    mm.load_models_gpu(list(patchers), memory_required=memory_required, force_full_load=True)
+def load_for_inference(*patchers: comfy.model_patcher.ModelPatcher, memory_required: int = 0,
+                       partial: bool = False) -> torch.device:
+    """Move the models to the compute device (freeing others' VRAM as needed); return that device.
+
+    ``partial``: the models are built from ``comfy.ops`` layers, so ComfyUI may load only part of them when VRAM is
+    short (``--lowvram``) and stream the rest per layer; plain torch layers need a full load.
+    """
+    mm.load_models_gpu(list(patchers), memory_required=memory_required, force_full_load=not partial)
     return patchers[0].load_device
 
 

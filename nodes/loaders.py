@@ -107,7 +107,9 @@ class LoadLmk2VideoModels(io.ComfyNode):
     def execute(cls, reference_unet_name, denoising_unet_name, motion_module_name, pose_guider_name, weight_dtype) -> io.NodeOutput:
         files = _lmk2video_files(reference_unet_name, denoising_unet_name, motion_module_name, pose_guider_name)
         dtype = comfy.pick_weight_dtype(WEIGHT_DTYPES[weight_dtype])
-        models = loading.load_lmk2video_models(files, device=comfy.offload_device(), dtype=dtype)
+        # core's layer classes: a low-VRAM or partial load can leave weights in RAM and stream them per layer
+        models = loading.load_lmk2video_models(files, device=comfy.offload_device(), dtype=dtype,
+                                               layer_classes=comfy_model.layer_classes(dtype, None))
         models.handles = tuple(comfy.patcher_for(m) for m in (models.reference_unet, models.video_unet, models.pose_guider))
         return comfy.output(models, notes=[f"Lmk2Video models loaded in {str(dtype).removeprefix('torch.')}"])
 

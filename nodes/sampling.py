@@ -69,7 +69,7 @@ class Lmk2VideoSampler(io.ComfyNode):
         ref = encode_reference(vae, clip_vision, ref_rgb, width, height, models.config.unet["cross_attention_dim"])
         memory = sampler.estimate_memory(len(poses), width, height, cfg, context_frames, models.dtype, window_batch,
                                          context_overlap)
-        device = comfy.load_for_inference(*models.handles, memory_required=memory)
+        device = comfy.load_for_inference(*models.handles, memory_required=memory, partial=True)
         total = sampler.count_window_evaluations(len(poses), steps, context_frames, context_overlap)
         latents = sampler.sample_video(
             models, ref.latent.to(device), ref.clip_embeds.to(device), poses,
