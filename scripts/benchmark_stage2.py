@@ -4,6 +4,11 @@ GPU, full size (the numbers in BENCHMARKS.md):
     python scripts/benchmark_stage2.py --full-size --device cuda --dtype fp16 --size 512 --frames 48 --steps 25
 CPU, small config:
     python scripts/benchmark_stage2.py --device cpu --dtype fp32 --size 64 --frames 40 --steps 25
+Sampler options side by side in one run (interleaved repeats, medians; before/after of an optimisation):
+    python scripts/benchmark_stage2.py --device cpu --dtype fp32 --size 72 --frames 48 --steps 10 \
+        --compare kv-per-call kv-kept wb2 wb4 --repeats 3
+  (kv-per-call: reference keys/values projected in every attention call, as before they were kept per run;
+   kv-kept: the default; wbN: window_batch N with kept keys/values)
 
 Reports seconds per frame for the sampler (ReferenceNet once + steps x windows of PoseGuider + UNet),
 the VAE decode (SD1.5 architecture, ComfyUI-style batches), and peak memory (CUDA allocator peak, or
@@ -78,6 +83,55 @@ def pose_frames(n: int, size: int) -> np.ndarray:
     return frames
 
 
+def _variant(name: str) -> tuple[bool, int]:
+    """``(keep reference keys/values, window_batch)`` of a ``--compare`` variant."""
+    if name == "kv-per-call":
+        return False, 1
+    if name == "kv-kept":
+        return True, 1
+    if name.startswith("wb") and name[2:].isdigit():
+        return True, int(name[2:])
+    raise SystemExit(f"unknown variant {name!r}: use kv-per-call, kv-kept or wbN")
+
+
+def compare_options(args, models, ref_latent, clip, poses, device, dtype) -> None:
+    """Time each variant ``--repeats`` times, interleaved (a noisy machine slows them alike); print medians,
+    ratios to the first variant and the largest latent difference to it."""
+    cuda = device.type == "cuda"
+    kept_class = sampler.ReferenceFeatures
+    times: dict[str, list[float]] = {v: [] for v in args.compare}
+    latents: dict[str, torch.Tensor] = {}
+    for rep in range(args.repeats + 1):  # round 0 warms up
+        for name in args.compare:
+            keep, window_batch = _variant(name)
+            # per call = the features as a plain list: the UNet then projects them in every attention call
+            sampler.ReferenceFeatures = kept_class if keep else list
+            try:
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    lat = sampler.sample_video(models, ref_latent, clip, poses, steps=args.steps, cfg=args.cfg, seed=42,
+                                               device=device, dtype=dtype, window_batch=window_batch)
+                if cuda:
+                    torch.cuda.synchronize()
+                elapsed = time.perf_counter() - start
+            finally:
+                sampler.ReferenceFeatures = kept_class
+            if rep:
+                times[name].append(elapsed)
+            latents[name] = lat.float().cpu()
+    first = args.compare[0]
+    base = float(np.median(times[first]))
+    print(f"{args.frames} frames {args.size}x{args.size}, {args.steps} steps, cfg {args.cfg}, {args.dtype}, "
+          f"{'full size' if args.full_size else 'small config'}, {torch.get_num_threads()} threads, {args.repeats} repeats")
+    print(f"{'variant':>12} {'s/frame':>9} {'vs ' + first:>16} {'max |diff|':>11}")
+    for name in args.compare:
+        med = float(np.median(times[name]))
+        diff = float((latents[name] - latents[first]).abs().max())
+        print(f"{name:>12} {med / args.frames:9.4f} {med / base:16.3f} {diff:11.2e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--full-size", action="store_true")
@@ -89,6 +143,8 @@ def main() -> None:
     ap.add_argument("--cfg", type=float, default=3.5)
     ap.add_argument("--skip-vae", action="store_true")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--compare", nargs="+", metavar="VARIANT", help="kv-per-call, kv-kept, wbN (window_batch N)")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     cuda = device.type == "cuda"
@@ -116,6 +172,9 @@ def main() -> None:
         assert torch.isfinite(lat).all()
         return time.perf_counter() - s
 
+    if args.compare:
+        compare_options(args, models, ref_latent, clip, poses, device, dtype)
+        return
     run(1)  # warm-up (kernels, allocator)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
