@@ -41,7 +41,7 @@ import comfy.patcher_extension
 import comfy.supported_models_base
 
 from ..aniportrait_lib.video import context_windows, loading, sampler
-from ..aniportrait_lib.video.denoiser import DenoiserCall, VideoDenoiser
+from ..aniportrait_lib.video.denoiser import DenoiserCall, VideoDenoiser, compile_targets
 
 
 REFERENCE_LATENT = "aniportrait_reference_latent"
@@ -213,3 +213,18 @@ def conditioning(clip_embeds: torch.Tensor, reference_latent: torch.Tensor, pose
     if not use_reference:
         embeds = torch.zeros_like(embeds)
     return [[embeds, {REFERENCE_LATENT: reference_latent, USE_REFERENCE: 1.0 if use_reference else 0.0, POSES: poses}]]
+
+
+def with_compiled_blocks(model, backend: str):
+    """A clone of the AniPortrait ``model`` whose video-UNet blocks (:func:`~..video.denoiser.compile_targets`) are
+    swapped for ``torch.compile``d ones while it samples (core's ``set_torch_compile_wrapper``); the block count."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    denoiser = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if not isinstance(denoiser, VideoDenoiser):
+        raise ValueError("AniPortrait Compile Model takes the AniPortrait MODEL: connect AniPortrait Load Video Model "
+                         "(for other models use core TorchCompileModel).")
+    keys = [f"diffusion_model.{path}" for path in compile_targets(denoiser)]
+    clone = model.clone()
+    set_torch_compile_wrapper(model=clone, backend=backend, keys=keys)
+    return clone, len(keys)

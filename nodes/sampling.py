@@ -130,6 +130,29 @@ class ContextWindows(io.ComfyNode):
         return io.NodeOutput(comfy_model.with_original_context_windows(model, context_frames, context_overlap))
 
 
+class CompileModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitCompileModel",
+            display_name="AniPortrait Compile Model",
+            category=comfy.CATEGORY,
+            description="torch.compile for the AniPortrait MODEL, block by block (every ResNet, feed-forward and motion block of the video UNet), through core's compile wrapper: applied while sampling, the model itself is unchanged. The first run compiles (minutes); later runs of the same size are faster on a GPU. Needs a working Triton for inductor.",
+            inputs=[
+                io.Model.Input("model", tooltip="The AniPortrait MODEL (AniPortrait Load Video Model)."),
+                io.Combo.Input("backend", options=["inductor", "cudagraphs"], default="inductor",
+                               tooltip="torch.compile backend (core TorchCompileModel's choices)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model, compiled block by block while sampling.")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, model, backend) -> io.NodeOutput:
+        compiled, blocks = comfy_model.with_compiled_blocks(model, backend)
+        return comfy.output(compiled, notes=[f"{blocks} blocks compiled with {backend} while sampling"])
+
+
 def encode_reference(vae, clip_vision, ref_rgb, width: int, height: int, context_dim: int) -> reference.Reference:
     """The reference photo through core's VAE and CLIP vision encoders (sampler-scale latent, image embedding)."""
     if getattr(vae, "latent_channels", 4) != 4 or getattr(vae, "downscale_ratio", 8) != 8:
@@ -150,4 +173,4 @@ def pose_frames(pose_images, landmarks, node: str = "the sampler") -> pose_sourc
     return pose_source.ArrayPoseFrames(comfy.image_batch_to_uint8(pose_images, "pose images"))
 
 
-NODES = [Lmk2VideoSampler, VideoConditioning, ContextWindows]
+NODES = [Lmk2VideoSampler, VideoConditioning, ContextWindows, CompileModel]

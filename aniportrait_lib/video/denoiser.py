@@ -31,7 +31,7 @@ from .pose_source import PoseFrames
 from .sampler import run_reference
 from .unet import ReferenceFeatures
 
-__all__ = ["VideoDenoiser", "DenoiserCall"]
+__all__ = ["VideoDenoiser", "DenoiserCall", "compile_targets"]
 
 
 @dataclass
@@ -152,9 +152,11 @@ class VideoDenoiser(nn.Module):
         return [torch.cat([per_chunk.get(c, fallback)[i] for c in range(use.numel())]) for i in range(len(fallback))]
 
     # ------------------------------------------------------------------------------------------------ call
-    @torch.no_grad()
-    def predict(self, call: DenoiserCall) -> torch.Tensor:
-        """v prediction for every chunk of ``call.x``: (chunks, 4, f, h, w), dtype of the video UNet's output."""
+    @torch.compiler.disable
+    def prepare(self, call: DenoiserCall) -> tuple:
+        """The video UNet's arguments for ``call``: host-side work (pose frames drawn and cached, the reference
+        cache looked up, masks read back), kept out of ``torch.compile`` graphs so that compiling the model
+        (e.g. core's TorchCompileModel) compiles the networks and leaves this plain Python."""
         x = call.x
         if x.ndim != 5:
             raise ValueError(f"the AniPortrait model takes video latents (batch, 4, frames, h, w), got shape "
@@ -166,4 +168,30 @@ class VideoDenoiser(nn.Module):
         pose = self._pose_features(call.poses, frames, (8 * h, 8 * w), x.device, x.dtype)
         pose = [p.expand(chunks, *p.shape[1:]) for p in pose]
         reference = self._reference_for_chunks(call, use)
-        return self.video_unet(x, timestep, call.context, pose, reference, use if reference is not None else None)
+        return x, timestep, call.context, pose, reference, use if reference is not None else None
+
+    @torch.no_grad()
+    def predict(self, call: DenoiserCall) -> torch.Tensor:
+        """v prediction for every chunk of ``call.x``: (chunks, 4, f, h, w), dtype of the video UNet's output."""
+        return self.video_unet(*self.prepare(call))
+
+
+def compile_targets(denoiser: VideoDenoiser) -> list[str]:
+    """Dotted paths (from the denoiser) of the video UNet's heavy blocks to ``torch.compile`` one by one: every
+    ResNet block, every spatial feed-forward and every motion-module transformer block.
+
+    One compiled object per block: compiling the whole model instead traces the same block code for every
+    weight shape and runs out of torch's recompile limit (8), leaving most blocks uncompiled. The attention
+    with reference tokens stays eager (one fused SDPA kernel already; its inputs vary per call).
+    """
+    from diffusers.models.attention import FeedForward
+    from diffusers.models.resnet import ResnetBlock2D
+
+    from .unet import TemporalTransformerBlock
+
+    targets: list[str] = []
+    for name, module in denoiser.video_unet.named_modules():
+        inside = any(name.startswith(t + ".") for t in targets)  # parents come first: a motion block's feed-forward
+        if isinstance(module, (ResnetBlock2D, TemporalTransformerBlock, FeedForward)) and not inside:
+            targets.append(name)
+    return [f"video_unet.{name}" for name in targets]

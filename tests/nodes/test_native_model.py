@@ -11,6 +11,8 @@ bounds that; the measured numbers are printed and recorded in BENCHMARKS.md.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -342,3 +344,30 @@ def test_a_latent_of_another_length_is_refused_with_what_to_do(setup, short_cond
     with pytest.raises(ValueError, match=r"the latent has 10 frames but the pose input has 8: make the empty latent "
                                          r"with the same AniPortrait conditioning node"):
         _ksampler(model, (positive, negative, other))
+
+
+# ------------------------------------------------------------------------------------------------ torch.compile
+
+
+def test_compiled_blocks_give_the_same_video_and_leave_the_model_unchanged(pack, setup, short_cond) -> None:
+    """AniPortrait Compile Model swaps in one compiled object per heavy block while sampling (backend ``eager`` here:
+    torch's graph capture without code generation, which needs no compiler); the pose and reference caches stay
+    outside the graphs."""
+    from diffusers.models.resnet import ResnetBlock2D
+
+    import comfy.utils
+
+    _, _, model, _ = setup
+    base = _ksampler(model, short_cond)
+    compiled, blocks = pack.nodes.comfy_model.with_compiled_blocks(model, "eager")
+    unet = model.model.diffusion_model.video_unet
+    resnets = sum(isinstance(m, ResnetBlock2D) for m in unet.modules())
+    motion_blocks = sum(type(m).__name__ == "TemporalTransformerBlock" for m in unet.modules())
+    assert resnets > 0 and motion_blocks > 0 and blocks > resnets + motion_blocks  # + the spatial feed-forwards
+    out = _ksampler(compiled, short_cond)
+    assert torch.allclose(out, base, atol=1e-5)
+    first = "diffusion_model.video_unet.down_blocks.0.resnets.0"
+    assert type(comfy.utils.get_attr(model.model, first)) is ResnetBlock2D, "compiled blocks are swapped back after sampling"
+    assert pack.nodes.sampling.CompileModel.execute(compiled, "inductor").ui is not None
+    with pytest.raises(ValueError, match=re.escape("AniPortrait Compile Model takes the AniPortrait MODEL")):
+        pack.nodes.sampling.CompileModel.execute(type("Other", (), {"model": object()})(), "inductor")
