@@ -26,6 +26,10 @@ the weights to /tmp/ap_weights, the others reuse them):
     python scripts/gpu_node_smoke.py --comfy-tar $T $W --free-vram 6 --json free6.json
     python scripts/gpu_node_smoke.py --comfy-tar $T $W --free-vram 6 --lowvram --json free6_lowvram.json
 
+Optimisations, same settings: ``--path own --window-batch 2`` (two context windows per UNet call) and
+``--path native --compile inductor`` (AniPortrait Compile Model; compile time = native_sampler_s minus
+native_sampler_compiled_s).
+
 (``--comfy-dir path/to/ComfyUI`` instead of ``--comfy-tar`` uses an unpacked checkout; ``--size 512 --steps 25``
 are the defaults; ``--path own|native|both``; ``--decode none`` skips decoding.) A CPU dry run, tiny weights:
 
@@ -81,6 +85,10 @@ def parse_args() -> argparse.Namespace:
                     help="feed the samplers ProjectLandmarks' landmarks (drawn per window) or RenderPoseImages' images")
     ap.add_argument("--decode", choices=("video", "core", "none"), default="video",
                     help="AniPortrait Decode To Video (mp4), core VAE decode of the whole batch, or no decode")
+    ap.add_argument("--window-batch", type=int, default=1, help="the own sampler's window_batch (windows per UNet call)")
+    ap.add_argument("--compile", choices=("none", "inductor", "cudagraphs"), default="none",
+                    help="native path: AniPortrait Compile Model with this backend (the first run compiles: "
+                         "the report then has native_sampler_s of a second, compiled run as native_sampler_compiled_s)")
     ap.add_argument("--lowvram", action="store_true", help="ComfyUI --lowvram")
     vram = ap.add_mutually_exclusive_group()
     vram.add_argument("--reserve-vram", type=float, default=None, metavar="GB", help="ComfyUI --reserve-vram GB")
@@ -290,7 +298,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
         reset_peak()
         latent = timed("own_sampler", lambda: nodes["Lmk2VideoSampler"].execute(
             bundle, vae, clip, ref_image, args.size, args.size, args.steps, CFG, SEED, CONTEXT_FRAMES, CONTEXT_OVERLAP,
-            **pose_input()).args[0])
+            window_batch=args.window_batch, **pose_input()).args[0])
+        report["own_window_batch"] = args.window_batch
         report["own_sampler_peak_GiB"] = peak()
         sampled("own", latent, frames)
         report["own_unet_param_device_dtype"] = [f"{p.device}/{p.dtype}" for p in list(bundle.video_unet.parameters())[:1]]
@@ -307,10 +316,16 @@ def run(args: argparse.Namespace, work: Path) -> None:
         if frames > CONTEXT_FRAMES:
             model = nodes["ContextWindows"].execute(model, CONTEXT_FRAMES, CONTEXT_OVERLAP).args[0]
         report["native_context_windows"] = frames > CONTEXT_FRAMES
+        if args.compile != "none":
+            model = nodes["CompileModel"].execute(model, args.compile).args[0]
+            report["native_compile"] = args.compile
         report["native_vram_before_sampler_GiB"] = allocated()
         reset_peak()
         out = timed("native_sampler", lambda: core_nodes.common_ksampler(
             model, SEED, args.steps, CFG, "ddim", "simple", positive, negative, latent)[0])
+        if args.compile != "none":  # the first run compiled: time a second one
+            out = timed("native_sampler_compiled", lambda: core_nodes.common_ksampler(
+                model, SEED, args.steps, CFG, "ddim", "simple", positive, negative, latent)[0])
         report["native_sampler_peak_GiB"] = peak()
         sampled("native", out, frames)
         decode("native", out, vae)
