@@ -179,7 +179,10 @@ def test_demo_runs_on_an_existing_comfyui(demo_env, tmp_path):
 def test_ctrl_c_stops_the_server_with_one_message(models, demo_env, tmp_path):
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--demo", "--models", str(models), "--work", str(tmp_path / "w"),
                              "--size", "64", "--steps", "25"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=demo_env)
+                            env=demo_env,
+                            # a shell's background job (e.g. `pytest ... &`) starts with Ctrl-C ignored, and children
+                            # inherit that: give the script the default Ctrl-C a user's terminal gives it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     port = None
     deadline = time.time() + 300
