@@ -61,7 +61,8 @@ without ComfyUI's web stack pass ``--comfy-tar`` (a tarball whose top folder is 
 ``--comfyui``). The original's environment needs PyPI access to build (``setup_original_env.sh``); torch 2.0.1
 (CUDA 11.7 wheels) may lack kernels for the newest GPUs: then build it with ``--torch`` and say so.
 
-Options: ``--threads N`` (torch threads on every side, default 1), ``--repeats N`` (runs per side and length,
+Options: ``--window-batch N`` (ours-lib / ours-node: windows per UNet call, default 1), ``--threads N`` (torch
+threads on every side, default 1), ``--repeats N`` (runs per side and length,
 default 1; order rotated per run), ``--size``, ``--steps``, ``--cfg``, ``--dtype``, ``--sides`` (subset),
 ``--original-python`` / ``--original-src`` (default ~/.cache/aniportrait-original/{venv/bin/python,src}),
 ``--original-in-our-venv`` (fallback: run the original's code with this Python), ``--comfyui DIR`` (a ComfyUI
@@ -431,7 +432,7 @@ def worker_ours_lib(spec: dict) -> dict:
         lat = sampler.sample_video(models, ref.latent.to(device), ref.clip_embeds.to(device), poses[:n],
                                    steps=steps, cfg=spec["cfg"], seed=spec["seed"],
                                    context_frames=spec["context_frames"], context_overlap=spec["context_overlap"],
-                                   device=device, dtype=dtype)
+                                   device=device, dtype=dtype, window_batch=spec.get("window_batch", 1))
         return lat, ref
 
     call(min(16, len(poses)), 1)  # warm-up
@@ -536,7 +537,7 @@ def worker_ours_node(spec: dict) -> dict:
             # CLIP_VISION.encode_image records autograd graphs (its weights require grad): +1.8 GB RSS per call here
             return node.execute(bundle, vae, clip, ref, spec["width"], spec["height"], steps, spec["cfg"],
                                 spec["seed"], spec["context_frames"], spec["context_overlap"],
-                                pose_images=pose_images[:n])
+                                pose_images=pose_images[:n], window_batch=spec.get("window_batch", 1))
 
     call(min(16, len(poses)), 1)  # warm-up
     res, out = meter.measure(lambda: call(len(poses), spec["steps"]))
@@ -831,6 +832,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--context-frames", type=int, default=16)
     ap.add_argument("--context-overlap", type=int, default=4)
+    ap.add_argument("--window-batch", type=int, default=1,
+                    help="ours-lib / ours-node: context windows per UNet call (the original has no such option)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on every side (default 1)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
@@ -892,6 +895,7 @@ def main() -> None:
                 spec = {"work": str(work), "frames": frames, "rep": rep, "width": size, "height": size,
                         "steps": args.steps, "cfg": args.cfg, "seed": args.seed, "device": args.device, "dtype": dtype,
                         "context_frames": args.context_frames, "context_overlap": args.context_overlap,
+                        "window_batch": args.window_batch,
                         "threads": args.threads, "pose_guider": info["pose_guider"], "original_src": args.original_src,
                         "comfyui": args.comfyui, "comfy_tar": args.comfy_tar,
                         "save_dir": str(save) if save else None}
