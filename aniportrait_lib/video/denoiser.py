@@ -33,6 +33,9 @@ from .unet import ReferenceFeatures
 
 __all__ = ["VideoDenoiser", "DenoiserCall", "compile_targets"]
 
+#: ``torch.compiler.disable`` (torch >= 2.1): keeps host-side Python out of compiled graphs; a no-op before that
+_outside_compiled_graphs = getattr(getattr(torch, "compiler", None), "disable", lambda function: function)
+
 
 @dataclass
 class DenoiserCall:
@@ -152,7 +155,7 @@ class VideoDenoiser(nn.Module):
         return [torch.cat([per_chunk.get(c, fallback)[i] for c in range(use.numel())]) for i in range(len(fallback))]
 
     # ------------------------------------------------------------------------------------------------ call
-    @torch.compiler.disable
+    @_outside_compiled_graphs
     def prepare(self, call: DenoiserCall) -> tuple:
         """The video UNet's arguments for ``call``: host-side work (pose frames drawn and cached, the reference
         cache looked up, masks read back), kept out of ``torch.compile`` graphs so that compiling the model
