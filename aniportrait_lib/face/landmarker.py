@@ -125,6 +125,7 @@ class FaceLandmarker:
                     f"mediapipe could not load '{self.task_path}' as a face landmarker model: {e}. "
                     f"{_model_help()}"
                 ) from e
+            _close_before_thread_pools_stop()
             log.info("created mediapipe FaceLandmarker from %s", self.task_path)
         return self._detector
 
@@ -225,6 +226,28 @@ def _close_all() -> None:
             lm.close()
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
+
+
+_EXIT_HOOK = {"registered": False}
+
+
+def _close_before_thread_pools_stop() -> None:
+    """Also close every detector before Python stops its thread pools at exit.
+
+    mediapipe closes a detector through a ``concurrent.futures`` thread pool, and Python stops those pools at exit
+    before plain ``atexit`` hooks run: a close from the hook above then fails, and mediapipe's ``__del__`` prints
+    "Exception ignored ... cannot schedule new futures after shutdown". ``threading``'s own exit hooks run before
+    that, last registered first, so one registered after mediapipe made its pool closes the detectors while the pool
+    still works. ``threading._register_atexit`` is private (Python >= 3.9): without it only the hook above runs.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None or _EXIT_HOOK["registered"]:
+        return
+    try:
+        register(_close_all)
+        _EXIT_HOOK["registered"] = True
+    except RuntimeError:  # the interpreter is already shutting down
+        pass
 
 
 _CACHE: dict[tuple[str, int, int], FaceLandmarker] = {}
