@@ -61,13 +61,14 @@ def sampler_ram_bytes(frames: int, width: int, height: int, cfg: float = 3.5, dt
 
 
 def sampler_vram_bytes(frames: int, width: int, height: int, cfg: float, context_frames: int, dtype: torch.dtype,
-                       weights_bytes: int, pose_cache_budget_bytes: int = 1 << 30, window_batch: int = 1) -> int:
+                       weights_bytes: int, pose_cache_budget_bytes: int = 1 << 30, window_batch: int = 1,
+                       context_overlap: int = 4) -> int:
     """Device memory: the models' weights, one UNet call's activations (``sampler.estimate_memory``), the
     latent video (fp32, a few copies) and the on-device part of the pose feature cache."""
     from .video import sampler
 
     f, w, h = int(frames), int(width), int(height)
-    activations = sampler.estimate_memory(f, w, h, cfg, context_frames, dtype, window_batch)
+    activations = sampler.estimate_memory(f, w, h, cfg, context_frames, dtype, window_batch, context_overlap)
     latents = 4 * f * 4 * (h // 8) * (w // 8) * 4
     elem = torch.finfo(dtype).bits // 8
     batch = 2 if cfg > 1.0 else 1
@@ -156,7 +157,8 @@ def estimate(step: str, on_gpu: bool, **sizes: Any) -> Estimate:
         cfg, ctx, dtype = sizes.get("cfg", 3.5), sizes.get("context_frames", 16), sizes.get("dtype", torch.float16)
         weights = module_bytes(*sizes.get("models", ()))
         ram = sampler_ram_bytes(f, w, h, cfg, dtype, on_gpu)
-        vram = sampler_vram_bytes(f, w, h, cfg, ctx, dtype, weights, window_batch=sizes.get("window_batch", 1))
+        vram = sampler_vram_bytes(f, w, h, cfg, ctx, dtype, weights, window_batch=sizes.get("window_batch", 1),
+                                  context_overlap=sizes.get("context_overlap", 4))
         what = f"the Lmk2Video sampler ({f} frames at {w}x{h})"
         # on the CPU the weights are already in RAM: only the rest is new
         return Estimate(ram, vram, what, SAMPLER_ADVICE) if on_gpu else Estimate(ram + vram - weights, 0, what, SAMPLER_ADVICE)

@@ -65,7 +65,8 @@ class Lmk2VideoSampler(io.ComfyNode):
         sampler.check_inputs(width, height, len(poses), steps, cfg, context_frames, context_overlap)
         window_batch = 1 if window_batch is None else window_batch
         comfy.check_memory("sampler", frames=len(poses), width=width, height=height, cfg=cfg, context_frames=context_frames,
-                           dtype=models.dtype, models=models.handles, window_batch=window_batch)
+                           context_overlap=context_overlap, dtype=models.dtype, models=models.handles,
+                           window_batch=window_batch)
         ref = encode_reference(vae, clip_vision, ref_rgb, width, height, models.config.unet["cross_attention_dim"])
         memory = sampler.estimate_memory(len(poses), width, height, cfg, context_frames, models.dtype, window_batch,
                                          context_overlap)
