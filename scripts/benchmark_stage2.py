@@ -8,7 +8,8 @@ Sampler options side by side in one run (interleaved repeats, medians; before/af
     python scripts/benchmark_stage2.py --device cpu --dtype fp32 --size 72 --frames 48 --steps 10 \
         --compare kv-per-call kv-kept wb2 wb4 --repeats 3
   (kv-per-call: reference keys/values projected in every attention call, as before they were kept per run;
-   kv-kept: the default; wbN: window_batch N with kept keys/values)
+   kv-kept: the default; wbN: window_batch N with kept keys/values; channels-last: kv-kept with the networks'
+   convolution weights in NHWC, for the GPU, where cuDNN may pick faster kernels for it)
 
 Reports seconds per frame for the sampler (ReferenceNet once + steps x windows of PoseGuider + UNet),
 the VAE decode (SD1.5 architecture, ComfyUI-style batches), and peak memory (CUDA allocator peak, or
@@ -83,15 +84,25 @@ def pose_frames(n: int, size: int) -> np.ndarray:
     return frames
 
 
-def _variant(name: str) -> tuple[bool, int]:
-    """``(keep reference keys/values, window_batch)`` of a ``--compare`` variant."""
+def _variant(name: str) -> tuple[bool, int, bool]:
+    """``(keep reference keys/values, window_batch, channels-last weights)`` of a ``--compare`` variant."""
     if name == "kv-per-call":
-        return False, 1
+        return False, 1, False
     if name == "kv-kept":
-        return True, 1
+        return True, 1, False
+    if name == "channels-last":
+        return True, 1, True
     if name.startswith("wb") and name[2:].isdigit():
-        return True, int(name[2:])
-    raise SystemExit(f"unknown variant {name!r}: use kv-per-call, kv-kept or wbN")
+        return True, int(name[2:]), False
+    raise SystemExit(f"unknown variant {name!r}: use kv-per-call, kv-kept, channels-last or wbN")
+
+
+def _set_memory_format(models, channels_last: bool) -> None:
+    """Convolution weights of the three networks in channels-last (NHWC) or the default layout; a convolution
+    with channels-last weights returns channels-last activations, so the layout spreads through each ResNet."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for net in (models.reference_unet, models.video_unet, models.pose_guider):
+        net.to(memory_format=fmt)
 
 
 def compare_options(args, models, ref_latent, clip, poses, device, dtype) -> None:
@@ -103,9 +114,10 @@ def compare_options(args, models, ref_latent, clip, poses, device, dtype) -> Non
     latents: dict[str, torch.Tensor] = {}
     for rep in range(args.repeats + 1):  # round 0 warms up
         for name in args.compare:
-            keep, window_batch = _variant(name)
+            keep, window_batch, channels_last = _variant(name)
             # per call = the features as a plain list: the UNet then projects them in every attention call
             sampler.ReferenceFeatures = kept_class if keep else list
+            _set_memory_format(models, channels_last)
             try:
                 if cuda:
                     torch.cuda.synchronize()
@@ -118,6 +130,7 @@ def compare_options(args, models, ref_latent, clip, poses, device, dtype) -> Non
                 elapsed = time.perf_counter() - start
             finally:
                 sampler.ReferenceFeatures = kept_class
+                _set_memory_format(models, False)
             if rep:
                 times[name].append(elapsed)
             latents[name] = lat.float().cpu()
@@ -143,7 +156,7 @@ def main() -> None:
     ap.add_argument("--cfg", type=float, default=3.5)
     ap.add_argument("--skip-vae", action="store_true")
     ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--compare", nargs="+", metavar="VARIANT", help="kv-per-call, kv-kept, wbN (window_batch N)")
+    ap.add_argument("--compare", nargs="+", metavar="VARIANT", help="kv-per-call, kv-kept, channels-last, wbN (window_batch N)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]

@@ -65,7 +65,8 @@ Options: ``--window-batch N`` (ours-lib / ours-node: windows per UNet call, defa
 threads on every side, default 1), ``--repeats N`` (runs per side and length,
 default 1; order rotated per run), ``--size``, ``--steps``, ``--cfg``, ``--dtype``, ``--sides`` (subset),
 ``--original-python`` / ``--original-src`` (default ~/.cache/aniportrait-original/{venv/bin/python,src}),
-``--original-in-our-venv`` (fallback: run the original's code with this Python), ``--comfyui DIR`` (a ComfyUI
+``--original-in-our-venv`` (fallback: run the original's code with this Python), ``--original-site DIR`` (first on
+the original worker's PYTHONPATH: its older diffusers/transformers, for a Python its pins have no wheels for), ``--comfyui DIR`` (a ComfyUI
 checkout; default the vendored one in ~/.cache/aniportrait-ci/ComfyUI) or ``--comfy-tar TAR``, ``--work DIR``
 (keep the weights/inputs there), ``--json PATH``.
 """
@@ -697,6 +698,8 @@ def run_worker(side: str, spec: dict, python: str, timeout: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]),
                PYTHONNOUSERSITE="1", HF_HOME=str(work / "hf_home"), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                DIFFUSERS_VERBOSITY="error", TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")
+    if side == "original" and spec.get("original_site"):  # its older diffusers/transformers shadow ours
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [spec["original_site"], os.environ.get("PYTHONPATH")]))
     cmd = [python, str(Path(__file__).resolve()), "--worker", side, "--spec", str(spec_path), "--out", str(out_path)]
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=str(work), capture_output=True, text=True, timeout=timeout)
@@ -841,6 +844,10 @@ def main() -> None:
     ap.add_argument("--original-src", default=str(ORIGINAL_HOME / "src"))
     ap.add_argument("--original-in-our-venv", action="store_true",
                     help="fallback: run the original's code with this Python instead of its own venv")
+    ap.add_argument("--original-site",
+                    help="a folder put first on the original worker's PYTHONPATH (pip install --target) holding the "
+                         "older packages its code needs when it runs on another Python (GPU box: see "
+                         "scripts/device_session.sh)")
     ap.add_argument("--comfyui", default=str(Path(os.environ.get("ANIPORTRAIT_COMFYUI_DIR", Path.home() / ".cache" / "aniportrait-ci")) / "ComfyUI"))
     ap.add_argument("--comfy-tar", help="a ComfyUI tarball to unpack when --comfyui does not exist (GPU box)")
     ap.add_argument("--work", help="folder for weights/inputs/latents (default: a new temp folder)")
@@ -878,7 +885,7 @@ def main() -> None:
                                                              "cross_attention_dim", "attention_head_dim", "norm_num_groups")},
         "pose_guider": info["pose_guider"], "original_commit": ORIGINAL_COMMIT, "original_python": orig_python,
         "original_env_versions": orig_versions_file.read_text().strip() if orig_versions_file.exists() else None,
-        "original_in_our_venv": args.original_in_our_venv,
+        "original_in_our_venv": args.original_in_our_venv, "original_site": args.original_site,
     }
     print(json.dumps(meta, indent=1), flush=True)
 
@@ -897,6 +904,7 @@ def main() -> None:
                         "context_frames": args.context_frames, "context_overlap": args.context_overlap,
                         "window_batch": args.window_batch,
                         "threads": args.threads, "pose_guider": info["pose_guider"], "original_src": args.original_src,
+                        "original_site": str(Path(args.original_site).resolve()) if args.original_site else None,
                         "comfyui": args.comfyui, "comfy_tar": args.comfy_tar,
                         "save_dir": str(save) if save else None}
                 python = orig_python if side == "original" else sys.executable

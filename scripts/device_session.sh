@@ -5,10 +5,12 @@
 # Here, with PyPI access (once per session; writes .device/, which git ignores):
 #     bash scripts/device_session.sh prepare
 # On the device machine (the repo's root; carry .device; each part ends well inside a 10-minute command):
-#     bash scripts/device_session.sh part1     # node paths at 512x512, 25 steps, 48 frames: normal, --lowvram,
-#                                              # 6 GB free + --lowvram
-#     bash scripts/device_session.sh part2     # window_batch 2, compiled blocks, 300 frames (VRAM flat in length),
-#                                              # sampler options side by side (library)
+#     bash scripts/device_session.sh part1     # node path at 512x512, 25 steps, 48 frames: normal and 6 GB free +
+#                                              # --lowvram; then ours vs the ORIGINAL in the same run (48 frames)
+#     bash scripts/device_session.sh part2     # 300 frames (VRAM flat in length), window_batch 2, compiled blocks,
+#                                              # --lowvram alone, sampler options side by side (library)
+# part1 holds the issue's targets (s/frame and peak VRAM through the node, 8 GB cards, >= 3x the original): run it
+# first; part2 if device time is left.
 # Results: JSON/text files in $OUT (default ./out), one per measurement, plus session.log; copy the numbers into
 # BENCHMARKS.md ("The nodes inside ComfyUI's model management on CUDA" and "Stage-2 optimisations").
 #
@@ -20,6 +22,12 @@
 # sys.modules' distributions, 2026-11-30) minus what the device image has (the device tool's KINDS.md): av,
 # diffusers, soxr, torchsde, trampoline, at the versions this pack's test venv uses. Face detection (mediapipe)
 # does not run there: the measurements take the golden case's face or a synthetic one.
+# The original (scripts/benchmark_vs_original.py, Zejun-Yang/AniPortrait at 7f6593f) runs on the device's Python 3.12
+# and torch, with the older packages its code imports first on its worker's PYTHONPATH (ORIGINAL_WHEELS: its
+# diffusers pin; huggingface_hub 0.25, the last with the `cached_download` that diffusers 0.24 imports; transformers
+# 4.46 + tokenizers 0.20 instead of its 4.30 pin, whose tokenizers < 0.14 has no Python 3.12 wheel; omegaconf). Its
+# source travels in .device/original_src (git-ignored, never part of the pack). Checked on this CPU with torch 2.13,
+# numpy 2.4 and accelerate 1.15 beside it: same latents as ours within 9e-6.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 HERE=$(pwd)
@@ -28,6 +36,11 @@ OUT=${OUT:-$HERE/out}
 WHEELS=("av==18.1.0" "diffusers==0.42.1" "soxr==1.1.0" "torchsde==0.2.6" "trampoline==0.1.2")
 PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64)
 W="--weights-dir /tmp/ap_weights --full-size --size 512 --steps 25 --frames 48"
+ORIGINAL_WHEELS=("diffusers==0.24.0" "huggingface_hub==0.25.2" "transformers==4.46.3" "tokenizers==0.20.3"
+                 "omegaconf==2.3.0")
+ORIGINAL_SDIST_WHEELS=("antlr4-python3-runtime==4.9.3")  # omegaconf's parser: an sdist only, built here (pure Python)
+ORIGINAL_SRC=${ORIGINAL_SRC:-$HOME/.cache/aniportrait-original/src}
+ORIGINAL_SITE=${ORIGINAL_SITE:-/tmp/original_site}
 PYTHON=${PYTHON:-python3}
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
 
@@ -38,11 +51,29 @@ prepare() {
     for p in "${PLATFORMS[@]}"; do platform_args+=(--platform "$p"); done
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         "${platform_args[@]}" -d "$DEVICE_DIR/wheels" "${WHEELS[@]}" || exit 1
+    mkdir -p "$DEVICE_DIR/original_wheels"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        "${platform_args[@]}" -d "$DEVICE_DIR/original_wheels" "${ORIGINAL_WHEELS[@]}" || exit 1
+    python3 -m pip wheel -q --no-deps -w "$DEVICE_DIR/original_wheels" "${ORIGINAL_SDIST_WHEELS[@]}" || exit 1
+    if [ -f "$ORIGINAL_SRC/src/pipelines/pipeline_pose2vid_long.py" ]; then  # scripts/setup_original_env.sh made it
+        # only what its pose2video pipeline imports and reads (the carried folders are capped at 64 MiB in all)
+        rm -rf "$DEVICE_DIR/original_src" && mkdir -p "$DEVICE_DIR/original_src/src" \
+            "$DEVICE_DIR/original_src/configs/inference"
+        cp -r "$ORIGINAL_SRC/src/models" "$ORIGINAL_SRC/src/pipelines" "$DEVICE_DIR/original_src/src/" || exit 1
+        cp "$ORIGINAL_SRC"/src/*.py "$DEVICE_DIR/original_src/src/" 2>/dev/null
+        cp "$ORIGINAL_SRC"/configs/inference/*.yaml "$DEVICE_DIR/original_src/configs/inference/" || exit 1
+        cp "$ORIGINAL_SRC/LICENSE" "$DEVICE_DIR/original_src/" || exit 1
+    else
+        echo "no original source at $ORIGINAL_SRC (scripts/setup_original_env.sh): part1 will skip vs_original" >&2
+    fi
     cp ../shared/vendor/comfyui-0.3.64.tar.gz "$DEVICE_DIR/" || exit 1
     if [ -d ../shared/reference/golden/audio_stage1 ]; then  # the measured face (three .npy files)
         mkdir -p "$DEVICE_DIR/face" && cp ../shared/reference/golden/audio_stage1/ref_*.npy "$DEVICE_DIR/face/"
     fi
     du -sh "$DEVICE_DIR"
+    local bytes
+    bytes=$(du -sb "$DEVICE_DIR" | cut -f1)
+    [ "$bytes" -lt $((60 * 1024 * 1024)) ] || { echo "$DEVICE_DIR is $bytes bytes: over the 60 MiB left for it" >&2; exit 1; }
     echo "carry: .device (the device tool's 'carry' argument)"
 }
 
@@ -53,6 +84,8 @@ setup_device() {
     if [ -n "${DRY_RUN:-}" ]; then W=${W/--full-size/}; return; fi
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         "$DEVICE_DIR"/wheels/*.whl || exit 1
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$ORIGINAL_SITE" \
+        "$DEVICE_DIR"/original_wheels/*.whl || exit 1
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/session.log"
     python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/session.log"
@@ -77,22 +110,34 @@ smoke() {  # smoke NAME SECONDS extra-args...
         "${FACE[@]}" --json "$OUT/$name.json" "$@" "${EXTRA_ARGS[@]}"
 }
 
+vs_original() {  # ours (node and library) vs the original, same process layout, weights and inputs
+    local src=${ORIGINAL_SRC_ON_DEVICE:-$DEVICE_DIR/original_src}
+    if [ ! -d "$src/src" ]; then echo "== vs_original skipped: no $src" | tee -a "$OUT/session.log"; return; fi
+    local where=(--full-size --device cuda --dtype fp16 --size 512 --steps 25 --threads 8)
+    [ -n "${DRY_RUN:-}" ] && where=(--device cpu --dtype fp32 --size 72 --steps 2 --threads 1)
+    step vs_original 300 "$PYTHON" scripts/benchmark_vs_original.py "${where[@]}" --frames 48 \
+        --sides original ours-node ours-lib --original-in-our-venv --original-src "$src" \
+        --original-site "$ORIGINAL_SITE" --comfyui /tmp/vs_comfy/ComfyUI \
+        --comfy-tar "$DEVICE_DIR/comfyui-0.3.64.tar.gz" --work /tmp/ap_vs --json "$OUT/vs_original.json"
+}
+
 part1() {
     setup_device
     smoke normal 200
-    smoke lowvram 150 --lowvram
     smoke free6_lowvram 150 --free-vram 6 --lowvram
+    vs_original
 }
 
 part2() {
     setup_device
+    smoke frames300 200 --frames 300 --decode none
     smoke own_window_batch2 120 --path own --window-batch 2 --decode none
     smoke native_compiled 240 --path native --compile inductor --decode none
-    smoke frames300 200 --frames 300 --decode none
+    smoke lowvram 150 --lowvram
     local where=(--full-size --device cuda --dtype fp16 --size 512)
     [ -n "${DRY_RUN:-}" ] && where=(--device cpu --dtype fp32 --size 72)
     step stage2_options 150 "$PYTHON" scripts/benchmark_stage2.py "${where[@]}" \
-        --frames 48 --steps 10 --compare kv-per-call kv-kept wb2 wb4 --repeats 1
+        --frames 48 --steps 10 --compare kv-kept channels-last wb2 kv-per-call --repeats 1
 }
 
 case "${1:-}" in
