@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -306,6 +307,11 @@ class Denoiser:
     cfg: float
     window_batch: int = 1
 
+    @cached_property
+    def groups(self) -> list[list[int]]:
+        """:func:`window_groups` of the plan, the same at every step."""
+        return window_groups(self.plan, self.window_batch)
+
 
 def window_groups(plan: WindowPlan, window_batch: int) -> list[list[int]]:
     """Window numbers in groups of at most ``window_batch`` consecutive windows of the same length."""
@@ -344,7 +350,7 @@ def _predict_step(run: Denoiser, latents: torch.Tensor, t: int, on_window: Calla
     t_tensor = torch.tensor(t, dtype=torch.int64, device=latents.device)
     noise_pred = torch.zeros((run.cond.batch, *latents.shape[1:]), device=latents.device, dtype=torch.float32)
     n_windows = len(run.plan.index)
-    for group in window_groups(run.plan, run.window_batch):
+    for group in run.groups:
         pred = _predict_group(run, latents, t_tensor, group)
         for j, wi in enumerate(group):
             noise_pred.index_add_(2, run.plan.index[wi], pred[:, j].float())
