@@ -6,11 +6,12 @@
 #     bash scripts/device_session.sh prepare
 # On the device machine (the repo's root; carry .device; each part ends well inside a 10-minute command):
 #     bash scripts/device_session.sh part1     # node path at 512x512, 25 steps, 48 frames: normal and 6 GB free +
-#                                              # --lowvram; then ours vs the ORIGINAL in the same run (48 frames)
-#     bash scripts/device_session.sh part2     # 300 frames (VRAM flat in length), window_batch 2, compiled blocks,
+#                                              # --lowvram (~4-5 min)
+#     bash scripts/device_session.sh part2     # ours (node, library) vs the ORIGINAL in one run, 48 frames (~4-6 min)
+#     bash scripts/device_session.sh part3     # 300 frames (VRAM flat in length), window_batch 2, compiled blocks,
 #                                              # --lowvram alone, sampler options side by side (library)
-# part1 holds the issue's targets (s/frame and peak VRAM through the node, 8 GB cards, >= 3x the original): run it
-# first; part2 if device time is left.
+# part1 and part2 hold the issue's targets (s/frame and peak VRAM through the node, 8 GB cards, >= 3x the
+# original): run them first, each as one device command; part3 if device time is left.
 # Results: JSON/text files in $OUT (default ./out), one per measurement, plus session.log; copy the numbers into
 # BENCHMARKS.md ("The nodes inside ComfyUI's model management on CUDA" and "Stage-2 optimisations").
 #
@@ -40,23 +41,32 @@ ORIGINAL_WHEELS=("diffusers==0.24.0" "huggingface_hub==0.25.2" "transformers==4.
                  "omegaconf==2.3.0")
 ORIGINAL_SDIST_WHEELS=("antlr4-python3-runtime==4.9.3")  # omegaconf's parser: an sdist only, built here (pure Python)
 ORIGINAL_SRC=${ORIGINAL_SRC:-$HOME/.cache/aniportrait-original/src}
-ORIGINAL_SITE=${ORIGINAL_SITE:-/tmp/original_site}
+ORIGINAL_SITE=${ORIGINAL_SITE:-/tmp/original_site}  # where packages.tar.xz puts them on the device
+STAGE=/tmp/aniportrait-device-stage
 PYTHON=${PYTHON:-python3}
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
 
 prepare() {
-    mkdir -p "$DEVICE_DIR/wheels"
+    mkdir -p "$DEVICE_DIR"
     grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
+    rm -rf "$DEVICE_DIR/wheels" "$DEVICE_DIR/original_wheels" "$STAGE" && mkdir -p "$STAGE/wheels" "$STAGE/original_wheels"
     local platform_args=()
     for p in "${PLATFORMS[@]}"; do platform_args+=(--platform "$p"); done
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        "${platform_args[@]}" -d "$DEVICE_DIR/wheels" "${WHEELS[@]}" || exit 1
-    mkdir -p "$DEVICE_DIR/original_wheels"
+        "${platform_args[@]}" -d "$STAGE/wheels" "${WHEELS[@]}" || exit 1
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        "${platform_args[@]}" -d "$DEVICE_DIR/original_wheels" "${ORIGINAL_WHEELS[@]}" || exit 1
-    python3 -m pip wheel -q --no-deps -w "$DEVICE_DIR/original_wheels" "${ORIGINAL_SDIST_WHEELS[@]}" || exit 1
+        "${platform_args[@]}" -d "$STAGE/original_wheels" "${ORIGINAL_WHEELS[@]}" || exit 1
+    python3 -m pip wheel -q --no-deps -w "$STAGE/original_wheels" "${ORIGINAL_SDIST_WHEELS[@]}" || exit 1
+    # The wheels unpacked (what pip install --target writes for these: no compiled scripts, no .pth) and packed
+    # with xz: 58 MB of wheels become ~34 MB, which leaves room in the 64 MiB a device call carries.
+    local kind whl
+    for kind in wheels original_wheels; do
+        mkdir -p "$STAGE/unpacked/${kind/wheels/site}"
+        for whl in "$STAGE/$kind"/*.whl; do unzip -q -o "$whl" -d "$STAGE/unpacked/${kind/wheels/site}" || exit 1; done
+    done
+    XZ_OPT=-T0 tar -C "$STAGE/unpacked" -cJf "$DEVICE_DIR/packages.tar.xz" site original_site || exit 1
     if [ -f "$ORIGINAL_SRC/src/pipelines/pipeline_pose2vid_long.py" ]; then  # scripts/setup_original_env.sh made it
-        # only what its pose2video pipeline imports and reads (the carried folders are capped at 64 MiB in all)
+        # only what its pose2video pipeline imports and reads
         rm -rf "$DEVICE_DIR/original_src" && mkdir -p "$DEVICE_DIR/original_src/src" \
             "$DEVICE_DIR/original_src/configs/inference"
         cp -r "$ORIGINAL_SRC/src/models" "$ORIGINAL_SRC/src/pipelines" "$DEVICE_DIR/original_src/src/" || exit 1
@@ -64,16 +74,19 @@ prepare() {
         cp "$ORIGINAL_SRC"/configs/inference/*.yaml "$DEVICE_DIR/original_src/configs/inference/" || exit 1
         cp "$ORIGINAL_SRC/LICENSE" "$DEVICE_DIR/original_src/" || exit 1
     else
-        echo "no original source at $ORIGINAL_SRC (scripts/setup_original_env.sh): part1 will skip vs_original" >&2
+        echo "no original source at $ORIGINAL_SRC (scripts/setup_original_env.sh): part2 will skip vs_original" >&2
     fi
     cp ../shared/vendor/comfyui-0.3.64.tar.gz "$DEVICE_DIR/" || exit 1
     if [ -d ../shared/reference/golden/audio_stage1 ]; then  # the measured face (three .npy files)
         mkdir -p "$DEVICE_DIR/face" && cp ../shared/reference/golden/audio_stage1/ref_*.npy "$DEVICE_DIR/face/"
     fi
-    du -sh "$DEVICE_DIR"
-    local bytes
-    bytes=$(du -sb "$DEVICE_DIR" | cut -f1)
-    [ "$bytes" -lt $((60 * 1024 * 1024)) ] || { echo "$DEVICE_DIR is $bytes bytes: over the 60 MiB left for it" >&2; exit 1; }
+    rm -rf "$STAGE"
+    # a device call carries the working tree AND the carried paths, 64 MiB in all
+    local tree device
+    tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
+    device=$(du -sb "$DEVICE_DIR" | cut -f1)
+    echo "$DEVICE_DIR: $((device / 1048576)) MiB, tracked files: $((tree / 1048576)) MiB"
+    [ $((tree + device)) -lt $((62 * 1048576)) ] || { echo "over the 64 MiB a device call carries" >&2; exit 1; }
     echo "carry: .device (the device tool's 'carry' argument)"
 }
 
@@ -82,10 +95,7 @@ setup_device() {
     FACE=()
     [ -d "$DEVICE_DIR/face" ] && FACE=(--face "$DEVICE_DIR/face")
     if [ -n "${DRY_RUN:-}" ]; then W=${W/--full-size/}; return; fi
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        "$DEVICE_DIR"/wheels/*.whl || exit 1
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$ORIGINAL_SITE" \
-        "$DEVICE_DIR"/original_wheels/*.whl || exit 1
+    tar -C /tmp -xJf "$DEVICE_DIR/packages.tar.xz" || exit 1  # /tmp/site and /tmp/original_site
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/session.log"
     python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/session.log"
@@ -115,7 +125,7 @@ vs_original() {  # ours (node and library) vs the original, same process layout,
     if [ ! -d "$src/src" ]; then echo "== vs_original skipped: no $src" | tee -a "$OUT/session.log"; return; fi
     local where=(--full-size --device cuda --dtype fp16 --size 512 --steps 25 --threads 8)
     [ -n "${DRY_RUN:-}" ] && where=(--device cpu --dtype fp32 --size 72 --steps 2 --threads 1)
-    step vs_original 300 "$PYTHON" scripts/benchmark_vs_original.py "${where[@]}" --frames 48 \
+    step vs_original 480 "$PYTHON" scripts/benchmark_vs_original.py "${where[@]}" --frames 48 \
         --sides original ours-node ours-lib --original-in-our-venv --original-src "$src" \
         --original-site "$ORIGINAL_SITE" --comfyui /tmp/vs_comfy/ComfyUI \
         --comfy-tar "$DEVICE_DIR/comfyui-0.3.64.tar.gz" --work /tmp/ap_vs --json "$OUT/vs_original.json"
@@ -125,10 +135,14 @@ part1() {
     setup_device
     smoke normal 200
     smoke free6_lowvram 150 --free-vram 6 --lowvram
-    vs_original
 }
 
 part2() {
+    setup_device
+    vs_original
+}
+
+part3() {
     setup_device
     smoke frames300 200 --frames 300 --decode none
     smoke own_window_batch2 120 --path own --window-batch 2 --decode none
@@ -144,5 +158,6 @@ case "${1:-}" in
     prepare) prepare ;;
     part1) part1 ;;
     part2) part2 ;;
-    *) echo "usage: bash scripts/device_session.sh prepare|part1|part2" >&2; exit 2 ;;
+    part3) part3 ;;
+    *) echo "usage: bash scripts/device_session.sh prepare|part1|part2|part3" >&2; exit 2 ;;
 esac
