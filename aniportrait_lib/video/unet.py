@@ -515,7 +515,10 @@ class TemporalTransformer(nn.Module):
         for block in self.transformer_blocks:
             h = block(h, frames)
         h = self.proj_out(h)
-        return h.reshape(rows, height, width, channels).permute(0, 3, 1, 2) + x
+        # x first: an elementwise op lays its result out like its first input, and a channels-last result here
+        # made every later convolution copy its weights to channels-last on each call (the original calls
+        # .contiguous() on h instead, an extra copy)
+        return x + h.reshape(rows, height, width, channels).permute(0, 3, 1, 2)
 
 
 class MotionModule(nn.Module):

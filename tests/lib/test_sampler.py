@@ -525,6 +525,26 @@ def test_reference_keys_values_are_projected_once_per_run(pipeline_case: tuple[P
     assert torch.equal(unet(*args[:4], kept, args[5]), plain)
 
 
+def test_every_convolution_gets_row_major_activations(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
+    """A channels-last activation makes PyTorch copy a convolution's weights to channels-last at every call (and
+    pick a slower kernel): the motion modules once returned channels-last sums, which made the full-size video
+    UNet's 1280-channel convolutions ~2x slower on the CPU than the original's."""
+    folder, case = pipeline_case
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 20)
+    convs = [(name, m) for net in (tiny_models.reference_unet, tiny_models.video_unet, tiny_models.pose_guider)
+             for name, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    seen: dict[str, bool] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: seen.__setitem__(
+        name, seen.get(name, True) and args[0].is_contiguous())) for name, m in convs]
+    try:
+        sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=1, cfg=3.5, seed=3, window_batch=2)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(seen) > 40, "the hooks saw the networks' convolutions"
+    assert [name for name, ok in seen.items() if not ok] == []
+
+
 def test_noise_matches_global_manual_seed() -> None:
     shape = (1, 4, 5, 3, 2)
     state = torch.random.get_rng_state()
