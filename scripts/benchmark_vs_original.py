@@ -221,6 +221,23 @@ class Meter:
     reset_ok = False
 
 
+def _profile(spec: dict, torch, side: str, fn) -> list[str] | None:
+    """With ``--profile``: one more call under torch.profiler (the timed call stays unprofiled); the operator
+    table goes to ``profile_<side>_<frames>.txt`` in the work folder and its top rows into the result."""
+    if not spec.get("profile"):
+        return None
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if spec["device"].startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+        fn()
+    key = "self_cuda_time_total" if len(activities) > 1 else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=30)
+    by_shape = prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=60)
+    (Path(spec["work"]) / f"profile_{side}_{spec['frames']}.txt").write_text(table + "\n\nby input shape:\n" + by_shape)
+    return table.splitlines()[:18]
+
+
 def _worker_torch(spec: dict):
     import torch
 
@@ -374,6 +391,7 @@ def worker_original(spec: dict) -> dict:
 
     call(min(16, len(poses)), 1)  # warm-up
     res, _ = meter.measure(lambda: call(len(poses), spec["steps"]))
+    res["profile_top"] = _profile(spec, torch, "original", lambda: call(len(poses), spec["steps"]))
     _save_latents(spec, "latents", kept["latents"].float().cpu().numpy())
     _save_latents(spec, "ref_latent", kept["ref"].float().cpu().numpy())
     _save_latents(spec, "clip_embeds", kept["clip"].float().cpu().numpy())
@@ -438,6 +456,7 @@ def worker_ours_lib(spec: dict) -> dict:
 
     call(min(16, len(poses)), 1)  # warm-up
     res, (latents, ref) = meter.measure(lambda: call(len(poses), spec["steps"]))
+    res["profile_top"] = _profile(spec, torch, "ours-lib", lambda: call(len(poses), spec["steps"]))
     _save_latents(spec, "latents", latents.float().cpu().numpy())
     _save_latents(spec, "ref_latent", ref.latent.float().cpu().numpy())
     _save_latents(spec, "clip_embeds", ref.clip_embeds.float().cpu().numpy())
@@ -542,6 +561,7 @@ def worker_ours_node(spec: dict) -> dict:
 
     call(min(16, len(poses)), 1)  # warm-up
     res, out = meter.measure(lambda: call(len(poses), spec["steps"]))
+    res["profile_top"] = _profile(spec, torch, "ours-node", lambda: call(len(poses), spec["steps"]))
     samples = out.args[0]["samples"].float().cpu()  # raw VAE latents (F, 4, h, w)
     _save_latents(spec, "latents", (samples.permute(1, 0, 2, 3)[None] * LATENT_SCALE).numpy())
     res.update(load_s=load_s, rss_after_imports_GiB=rss_imports, rss_after_load_GiB=rss_loaded, comfy_device=str(mm.get_torch_device()), node_weight_dtype=str(bundle.dtype),
@@ -590,6 +610,7 @@ def worker_ours_ksampler(spec: dict) -> dict:
 
     call(min(16, len(poses)), 1)  # warm-up
     res, out = meter.measure(lambda: call(len(poses), spec["steps"]))
+    res["profile_top"] = _profile(spec, torch, "ours-ksampler", lambda: call(len(poses), spec["steps"]))
     samples = out["samples"].float().cpu()  # raw VAE latents (1, 4, F, h, w)
     _save_latents(spec, "latents", (samples * LATENT_SCALE).numpy())  # sampler scale (sampler.from_vae_space)
     res.update(load_s=load_s, rss_after_imports_GiB=rss_imports, rss_after_load_GiB=rss_loaded,
@@ -853,6 +874,8 @@ def main() -> None:
     ap.add_argument("--work", help="folder for weights/inputs/latents (default: a new temp folder)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per worker")
     ap.add_argument("--json", help="write every run, the summary and the latent check here")
+    ap.add_argument("--profile", action="store_true",
+                    help="after each timed call, one more under torch.profiler: operator tables in the work folder")
     args = ap.parse_args()
 
     if args.worker:  # ---------------------------------------------------------------- worker process
@@ -866,6 +889,7 @@ def main() -> None:
     size = args.size or (512 if args.full_size else 72)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aniportrait-vs-original-"))
     work.mkdir(parents=True, exist_ok=True)
+    args.original_src = str(Path(args.original_src).expanduser().resolve())  # the workers run in the work folder
     orig_python = sys.executable if args.original_in_our_venv else args.original_python
     if "original" in args.sides:
         if not (Path(args.original_src) / "src" / "pipelines" / "pipeline_pose2vid_long.py").is_file():
@@ -902,7 +926,7 @@ def main() -> None:
                 spec = {"work": str(work), "frames": frames, "rep": rep, "width": size, "height": size,
                         "steps": args.steps, "cfg": args.cfg, "seed": args.seed, "device": args.device, "dtype": dtype,
                         "context_frames": args.context_frames, "context_overlap": args.context_overlap,
-                        "window_batch": args.window_batch,
+                        "window_batch": args.window_batch, "profile": args.profile,
                         "threads": args.threads, "pose_guider": info["pose_guider"], "original_src": args.original_src,
                         "original_site": str(Path(args.original_site).resolve()) if args.original_site else None,
                         "comfyui": args.comfyui, "comfy_tar": args.comfy_tar,

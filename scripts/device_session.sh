@@ -133,8 +133,8 @@ vs_original() {  # ours (node and library) vs the original, same process layout,
 
 part1() {
     setup_device
-    smoke normal 200
-    smoke free6_lowvram 150 --free-vram 6 --lowvram
+    smoke normal 280
+    smoke free6_lowvram 240 --free-vram 6 --lowvram
 }
 
 part2() {
@@ -144,10 +144,10 @@ part2() {
 
 part3() {
     setup_device
-    smoke frames300 200 --frames 300 --decode none
-    smoke own_window_batch2 120 --path own --window-batch 2 --decode none
+    smoke frames300 200 --frames 300 --steps 3 --decode none --no-rerun  # a memory check, like the 2026-11 H100 one
+    smoke own_window_batch2 150 --path own --window-batch 2 --decode none
     smoke native_compiled 240 --path native --compile inductor --decode none
-    smoke lowvram 150 --lowvram
+    smoke lowvram 200 --lowvram
     local where=(--full-size --device cuda --dtype fp16 --size 512)
     [ -n "${DRY_RUN:-}" ] && where=(--device cpu --dtype fp32 --size 72)
     step stage2_options 150 "$PYTHON" scripts/benchmark_stage2.py "${where[@]}" \
