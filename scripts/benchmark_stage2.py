@@ -171,6 +171,7 @@ def main() -> None:
     ap.add_argument("--cfg", type=float, default=3.5)
     ap.add_argument("--skip-vae", action="store_true")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--save-latents", help="save the final latents of the timed run here (.npy)")
     ap.add_argument("--compare", nargs="+", metavar="VARIANT", help="kv-per-call, kv-kept, motion-cl-sum, channels-last, wbN (window_batch N)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
@@ -183,6 +184,7 @@ def main() -> None:
     weights_gb = sum(p.numel() * p.element_size() for m in (models.reference_unet, models.video_unet, models.pose_guider)
                      for p in m.parameters()) / 1e9
     h = args.size // 8
+    torch.manual_seed(0)  # the same inputs in every process (benchmark_revisions.py compares their latents)
     ref_latent = torch.randn(1, 4, h, h, device=device)
     clip = torch.randn(1, models.config.unet["cross_attention_dim"], device=device)
     poses = pose_frames(args.frames, args.size)
@@ -198,7 +200,10 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
         assert torch.isfinite(lat).all()
-        return time.perf_counter() - s
+        elapsed = time.perf_counter() - s
+        if args.save_latents:
+            np.save(args.save_latents, lat.float().cpu().numpy())
+        return elapsed
 
     if args.compare:
         compare_options(args, models, ref_latent, clip, poses, device, dtype)

@@ -426,7 +426,8 @@ class SpatialTransformer(nn.Module):
         rows, _, height, width = x.shape
         h = self.proj_in(self.norm(x))
         inner = h.shape[1]
-        h = h.permute(0, 2, 3, 1).reshape(rows, height * width, inner)
+        # row-major tokens: a permuted view would make every LayerNorm copy it and every residual sum keep its layout
+        h = h.permute(0, 2, 3, 1).reshape(rows, height * width, inner).contiguous()
         for block in self.transformer_blocks:
             h = block(h, context, frames, io)
         h = h.reshape(rows, height, width, inner).permute(0, 3, 1, 2).contiguous()
@@ -510,7 +511,9 @@ class TemporalTransformer(nn.Module):
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """``x (B*frames, C, H, W)`` -> same shape."""
         rows, channels, height, width = x.shape
-        h = self.norm(x).permute(0, 2, 3, 1).reshape(rows, height * width, channels)
+        # row-major tokens: on the permuted view a Linear runs as a batched matmul against its weight repeated
+        # per row (full-size CPU: 120 ms instead of a few ms at 1280 channels)
+        h = self.norm(x).permute(0, 2, 3, 1).reshape(rows, height * width, channels).contiguous()
         h = self.proj_in(h)
         for block in self.transformer_blocks:
             h = block(h, frames)
