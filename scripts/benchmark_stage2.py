@@ -9,8 +9,8 @@ Sampler options side by side in one run (interleaved repeats, medians; before/af
         --compare kv-per-call kv-kept wb2 wb4 --repeats 3
   (kv-per-call: reference keys/values projected in every attention call, as before they were kept per run;
    kv-kept: the default; wbN: window_batch N with kept keys/values; channels-last: kv-kept with the networks'
-   convolution weights in NHWC, for the GPU, where cuDNN may pick faster kernels for it; motion-cl-sum: kv-kept
-   with the motion modules' channels-last output of before 2026-11-30)
+   convolution weights in NHWC, for the GPU, where cuDNN may pick faster kernels for it)
+Before/after of a code change (old code from git, not kept here): scripts/benchmark_revisions.py.
 
 Reports seconds per frame for the sampler (ReferenceNet once + steps x windows of PoseGuider + UNet),
 the VAE decode (SD1.5 architecture, ComfyUI-style batches), and peak memory (CUDA allocator peak, or
@@ -89,24 +89,13 @@ def _variant(name: str) -> tuple[bool, int, bool]:
     """``(keep reference keys/values, window_batch, channels-last weights)`` of a ``--compare`` variant."""
     if name == "kv-per-call":
         return False, 1, False
-    if name in ("kv-kept", "motion-cl-sum"):
+    if name == "kv-kept":
         return True, 1, False
     if name == "channels-last":
         return True, 1, True
     if name.startswith("wb") and name[2:].isdigit():
         return True, int(name[2:]), False
-    raise SystemExit(f"unknown variant {name!r}: use kv-per-call, kv-kept, motion-cl-sum, channels-last or wbN")
-
-
-def _motion_output_channels_last(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-    """TemporalTransformer.forward as it was before 2026-11-30 (variant ``motion-cl-sum``): the residual sum
-    started from the permuted projection, so it came out channels-last and every later convolution copied its
-    weights to that layout at each call."""
-    rows, channels, height, width = x.shape
-    h = self.proj_in(self.norm(x).permute(0, 2, 3, 1).reshape(rows, height * width, channels))
-    for block in self.transformer_blocks:
-        h = block(h, frames)
-    return self.proj_out(h).reshape(rows, height, width, channels).permute(0, 3, 1, 2) + x
+    raise SystemExit(f"unknown variant {name!r}: use kv-per-call, kv-kept, channels-last or wbN")
 
 
 def _set_memory_format(models, channels_last: bool) -> None:
@@ -121,7 +110,7 @@ def compare_options(args, models, ref_latent, clip, poses, device, dtype) -> Non
     """Time each variant ``--repeats`` times, interleaved (a noisy machine slows them alike); print medians,
     ratios to the first variant and the largest latent difference to it."""
     cuda = device.type == "cuda"
-    kept_class, motion_forward = sampler.ReferenceFeatures, unet.TemporalTransformer.forward
+    kept_class = sampler.ReferenceFeatures
     times: dict[str, list[float]] = {v: [] for v in args.compare}
     latents: dict[str, torch.Tensor] = {}
     for rep in range(args.repeats + 1):  # round 0 warms up
@@ -130,8 +119,6 @@ def compare_options(args, models, ref_latent, clip, poses, device, dtype) -> Non
             # per call = the features as a plain list: the UNet then projects them in every attention call
             sampler.ReferenceFeatures = kept_class if keep else list
             _set_memory_format(models, channels_last)
-            if name == "motion-cl-sum":
-                unet.TemporalTransformer.forward = _motion_output_channels_last
             try:
                 if cuda:
                     torch.cuda.synchronize()
@@ -145,7 +132,6 @@ def compare_options(args, models, ref_latent, clip, poses, device, dtype) -> Non
             finally:
                 sampler.ReferenceFeatures = kept_class
                 _set_memory_format(models, False)
-                unet.TemporalTransformer.forward = motion_forward
             if rep:
                 times[name].append(elapsed)
             latents[name] = lat.float().cpu()
@@ -172,7 +158,7 @@ def main() -> None:
     ap.add_argument("--skip-vae", action="store_true")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--save-latents", help="save the final latents of the timed run here (.npy)")
-    ap.add_argument("--compare", nargs="+", metavar="VARIANT", help="kv-per-call, kv-kept, motion-cl-sum, channels-last, wbN (window_batch N)")
+    ap.add_argument("--compare", nargs="+", metavar="VARIANT", help="kv-per-call, kv-kept, channels-last, wbN (window_batch N)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
@@ -190,7 +176,7 @@ def main() -> None:
     poses = pose_frames(args.frames, args.size)
     windows = len(context_windows.uniform_context_windows(args.frames))
 
-    def run(steps: int) -> float:
+    def run(steps: int) -> tuple[float, torch.Tensor]:
         if cuda:
             torch.cuda.synchronize()
         s = time.perf_counter()
@@ -200,10 +186,7 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
         assert torch.isfinite(lat).all()
-        elapsed = time.perf_counter() - s
-        if args.save_latents:
-            np.save(args.save_latents, lat.float().cpu().numpy())
-        return elapsed
+        return time.perf_counter() - s, lat
 
     if args.compare:
         compare_options(args, models, ref_latent, clip, poses, device, dtype)
@@ -211,7 +194,9 @@ def main() -> None:
     run(1)  # warm-up (kernels, allocator)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    t_sample = run(args.steps)
+    t_sample, latents = run(args.steps)
+    if args.save_latents:
+        np.save(args.save_latents, latents.float().cpu().numpy())
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
     res = {

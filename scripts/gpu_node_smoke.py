@@ -313,6 +313,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
         release()
         report["own_vram_before_sampler_GiB"] = allocated()
         reset_peak()
+
         def sample():
             return nodes["Lmk2VideoSampler"].execute(
                 bundle, vae, clip, ref_image, args.size, args.size, args.steps, CFG, SEED, CONTEXT_FRAMES,
@@ -341,16 +342,18 @@ def run(args: argparse.Namespace, work: Path) -> None:
             model = nodes["CompileModel"].execute(model, args.compile).args[0]
             report["native_compile"] = args.compile
         report["native_vram_before_sampler_GiB"] = allocated()
+
+        def sample():
+            return core_nodes.common_ksampler(model, SEED, args.steps, CFG, "ddim", "simple", positive, negative,
+                                              latent)[0]
+
         reset_peak()
-        out = timed("native_sampler", lambda: core_nodes.common_ksampler(
-            model, SEED, args.steps, CFG, "ddim", "simple", positive, negative, latent)[0])
+        out = timed("native_sampler", sample)
         if args.compile != "none":  # the first run compiled: time a second one
-            out = timed("native_sampler_compiled", lambda: core_nodes.common_ksampler(
-                model, SEED, args.steps, CFG, "ddim", "simple", positive, negative, latent)[0])
+            out = timed("native_sampler_compiled", sample)
         report["native_sampler_peak_GiB"] = peak()
         if args.compile == "none":  # compiled: the second run above is the warm one
-            rerun("native", lambda: core_nodes.common_ksampler(
-                model, SEED, args.steps, CFG, "ddim", "simple", positive, negative, latent)[0], frames)
+            rerun("native", sample, frames)
         sampled("native", out, frames)
         decode("native", out, vae)
 
