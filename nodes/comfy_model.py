@@ -41,13 +41,15 @@ import comfy.patcher_extension
 import comfy.supported_models_base
 
 from ..aniportrait_lib.video import context_windows, loading, sampler
-from ..aniportrait_lib.video.denoiser import DenoiserCall, VideoDenoiser, compile_targets
+from ..aniportrait_lib.video.compiling import compile_targets, room_for_every_block
+from ..aniportrait_lib.video.denoiser import DenoiserCall, VideoDenoiser
 
 
 REFERENCE_LATENT = "aniportrait_reference_latent"
 USE_REFERENCE = "aniportrait_use_reference"
 POSES = "aniportrait_poses"
 CACHE_WRAPPER_KEY = "aniportrait_reference_cache"
+COMPILE_ROOM_WRAPPER_KEY = "aniportrait_compile_room"
 
 #: the original's ``noise_scheduler_kwargs`` in core's terms (core's "linear" is diffusers' "scaled_linear")
 SAMPLING_SETTINGS = {"beta_schedule": "sqrt_linear", "linear_start": 0.00085, "linear_end": 0.012, "zsnr": True}
@@ -216,15 +218,24 @@ def conditioning(clip_embeds: torch.Tensor, reference_latent: torch.Tensor, pose
 
 
 def with_compiled_blocks(model, backend: str):
-    """A clone of the AniPortrait ``model`` whose video-UNet blocks (:func:`~..video.denoiser.compile_targets`) are
-    swapped for ``torch.compile``d ones while it samples (core's ``set_torch_compile_wrapper``); the block count."""
+    """A clone of the AniPortrait ``model`` whose video-UNet blocks (:func:`~..video.compiling.compile_targets`) are
+    swapped for ``torch.compile``d ones while it samples (core's ``set_torch_compile_wrapper``), with room in torch's
+    recompile limit for each of them (:func:`~..video.compiling.room_for_every_block`); the block count."""
     from comfy_api.torch_helpers import set_torch_compile_wrapper
 
     denoiser = getattr(getattr(model, "model", None), "diffusion_model", None)
     if not isinstance(denoiser, VideoDenoiser):
         raise ValueError("AniPortrait Compile Model takes the AniPortrait MODEL: connect AniPortrait Load Video Model "
                          "(for other models use core TorchCompileModel).")
-    keys = [f"diffusion_model.{path}" for path in compile_targets(denoiser)]
+    keys = [f"diffusion_model.video_unet.{path}" for path in compile_targets(denoiser.video_unet)]
     clone = model.clone()
     set_torch_compile_wrapper(model=clone, backend=backend, keys=keys)
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, COMPILE_ROOM_WRAPPER_KEY,
+                               _with_room_for_every_block)
     return clone, len(keys)
+
+
+def _with_room_for_every_block(executor, *args, **kwargs):
+    """OUTER_SAMPLE wrapper of a compiled model: torch's recompile limit raised for this sampling run only."""
+    with room_for_every_block(executor.class_obj.model_patcher.model.diffusion_model.video_unet):
+        return executor(*args, **kwargs)

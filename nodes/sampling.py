@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..aniportrait_lib.video import pose_source, reference, sampler
+from ..aniportrait_lib.video import compiling, pose_source, reference, sampler
 from . import comfy_adapter as comfy
 from . import comfy_model, sockets
 
@@ -47,6 +47,8 @@ class Lmk2VideoSampler(io.ComfyNode):
                 io.Int.Input("context_overlap", default=4, min=0, max=31, tooltip="Frames shared by neighbouring windows; must be smaller than context_frames."),
                 io.Int.Input("window_batch", default=1, min=1, max=8, optional=True,
                              tooltip="Context windows per network call (videos over 16 frames). 4 took 25 % less time on a CPU; on a GPU it is not measured yet. Needs that many times the activation memory (keep 1 on small cards); the video is the same."),
+                io.Combo.Input("compile", options=["off", *compiling.BACKENDS], default="off", optional=True,
+                               tooltip="torch.compile the video UNet's ResNet, feed-forward and motion blocks for this run. The first run of a size compiles (minutes, no progress meanwhile); later runs of that size reuse it. inductor needs a working Triton on a GPU (a C++ compiler on the CPU); the video is the same up to float rounding."),
                 io.Image.Input("reference_pose", optional=True,
                                tooltip="Accepted for compatibility with the original pipeline; it has no effect on the result (see docs)."),
             ],
@@ -57,7 +59,7 @@ class Lmk2VideoSampler(io.ComfyNode):
     @comfy.user_errors
     def execute(cls, lmk2video_models, vae, clip_vision, reference_image, width, height, steps, cfg, seed,
                 context_frames, context_overlap, pose_images=None, landmarks=None, reference_pose=None,
-                window_batch=1) -> io.NodeOutput:
+                window_batch=1, compile="off") -> io.NodeOutput:
         # ranges are the schema's (ComfyUI checks them per input); cross-input rules are the library's
         models = lmk2video_models
         ref_rgb, note = comfy.first_image_uint8(reference_image, "reference image")
@@ -76,7 +78,7 @@ class Lmk2VideoSampler(io.ComfyNode):
             models, ref.latent.to(device), ref.clip_embeds.to(device), poses,
             steps=steps, cfg=cfg, seed=seed, context_frames=context_frames, context_overlap=context_overlap,
             device=device, dtype=models.dtype, progress=comfy.progress(total, with_previews=True),
-            window_batch=window_batch,
+            window_batch=window_batch, compile_backend=None if compile in (None, "off") else compile,
         )
         return comfy.output({"samples": comfy.to_output_device(sampler.to_frame_batch(latents))}, notes=[note])
 
@@ -141,7 +143,7 @@ class CompileModel(io.ComfyNode):
             description="torch.compile for the AniPortrait MODEL, block by block (every ResNet, feed-forward and motion block of the video UNet), through core's compile wrapper: applied while sampling, the model itself is unchanged. The first run compiles (minutes); later runs of the same size are faster on a GPU. Needs a working Triton for inductor.",
             inputs=[
                 io.Model.Input("model", tooltip="The AniPortrait MODEL (AniPortrait Load Video Model)."),
-                io.Combo.Input("backend", options=["inductor", "cudagraphs"], default="inductor",
+                io.Combo.Input("backend", options=list(compiling.BACKENDS), default="inductor",
                                tooltip="torch.compile backend (core TorchCompileModel's choices)."),
             ],
             outputs=[io.Model.Output(tooltip="The model, compiled block by block while sampling.")],

@@ -9,7 +9,8 @@ Sampler options side by side in one run (interleaved repeats, medians; before/af
         --compare kv-per-call kv-kept wb2 wb4 --repeats 3
   (kv-per-call: reference keys/values projected in every attention call, as before they were kept per run;
    kv-kept: the default; wbN: window_batch N with kept keys/values; channels-last: kv-kept with the networks'
-   convolution weights in NHWC, for the GPU, where cuDNN may pick faster kernels for it)
+   convolution weights in NHWC, for the GPU, where cuDNN may pick faster kernels for it; compiled: kv-kept with
+   the video UNet's blocks through torch.compile (inductor), its warm-up round compiling)
 Before/after of a code change (old code from git, not kept here): scripts/benchmark_revisions.py.
 
 Reports seconds per frame for the sampler (ReferenceNet once + steps x windows of PoseGuider + UNet),
@@ -23,7 +24,9 @@ import json
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -85,17 +88,29 @@ def pose_frames(n: int, size: int) -> np.ndarray:
     return frames
 
 
-def _variant(name: str) -> tuple[bool, int, bool]:
-    """``(keep reference keys/values, window_batch, channels-last weights)`` of a ``--compare`` variant."""
+@dataclass(frozen=True)
+class Variant:
+    """How a ``--compare`` variant runs the sampler."""
+
+    keep_reference_kv: bool = True
+    window_batch: int = 1
+    channels_last: bool = False
+    compile_backend: Optional[str] = None
+
+
+def _variant(name: str) -> Variant:
+    """The :class:`Variant` of a ``--compare`` name."""
     if name == "kv-per-call":
-        return False, 1, False
+        return Variant(keep_reference_kv=False)
     if name == "kv-kept":
-        return True, 1, False
+        return Variant()
     if name == "channels-last":
-        return True, 1, True
+        return Variant(channels_last=True)
+    if name == "compiled":
+        return Variant(compile_backend="inductor")
     if name.startswith("wb") and name[2:].isdigit():
-        return True, int(name[2:]), False
-    raise SystemExit(f"unknown variant {name!r}: use kv-per-call, kv-kept, channels-last or wbN")
+        return Variant(window_batch=int(name[2:]))
+    raise SystemExit(f"unknown variant {name!r}: use kv-per-call, kv-kept, channels-last, compiled or wbN")
 
 
 def _set_memory_format(models, channels_last: bool) -> None:
@@ -112,20 +127,22 @@ def compare_options(args, models, ref_latent, clip, poses, device, dtype) -> Non
     cuda = device.type == "cuda"
     kept_class = sampler.ReferenceFeatures
     times: dict[str, list[float]] = {v: [] for v in args.compare}
+    warm_up: dict[str, float] = {}
     latents: dict[str, torch.Tensor] = {}
-    for rep in range(args.repeats + 1):  # round 0 warms up
+    for rep in range(args.repeats + 1):  # round 0 warms up (and compiles)
         for name in args.compare:
-            keep, window_batch, channels_last = _variant(name)
+            variant = _variant(name)
             # per call = the features as a plain list: the UNet then projects them in every attention call
-            sampler.ReferenceFeatures = kept_class if keep else list
-            _set_memory_format(models, channels_last)
+            sampler.ReferenceFeatures = kept_class if variant.keep_reference_kv else list
+            _set_memory_format(models, variant.channels_last)
             try:
                 if cuda:
                     torch.cuda.synchronize()
                 start = time.perf_counter()
                 with torch.inference_mode():
                     lat = sampler.sample_video(models, ref_latent, clip, poses, steps=args.steps, cfg=args.cfg, seed=42,
-                                               device=device, dtype=dtype, window_batch=window_batch)
+                                               device=device, dtype=dtype, window_batch=variant.window_batch,
+                                               compile_backend=variant.compile_backend)
                 if cuda:
                     torch.cuda.synchronize()
                 elapsed = time.perf_counter() - start
@@ -134,16 +151,18 @@ def compare_options(args, models, ref_latent, clip, poses, device, dtype) -> Non
                 _set_memory_format(models, False)
             if rep:
                 times[name].append(elapsed)
+            else:
+                warm_up[name] = elapsed
             latents[name] = lat.float().cpu()
     first = args.compare[0]
     base = float(np.median(times[first]))
     print(f"{args.frames} frames {args.size}x{args.size}, {args.steps} steps, cfg {args.cfg}, {args.dtype}, "
           f"{'full size' if args.full_size else 'small config'}, {torch.get_num_threads()} threads, {args.repeats} repeats")
-    print(f"{'variant':>12} {'s/frame':>9} {'vs ' + first:>16} {'max |diff|':>11}")
+    print(f"{'variant':>12} {'s/frame':>9} {'vs ' + first:>16} {'max |diff|':>11} {'warm-up s':>10}")
     for name in args.compare:
         med = float(np.median(times[name]))
         diff = float((latents[name] - latents[first]).abs().max())
-        print(f"{name:>12} {med / args.frames:9.4f} {med / base:16.3f} {diff:11.2e}")
+        print(f"{name:>12} {med / args.frames:9.4f} {med / base:16.3f} {diff:11.2e} {warm_up[name]:10.1f}")
 
 
 def main() -> None:
@@ -158,7 +177,7 @@ def main() -> None:
     ap.add_argument("--skip-vae", action="store_true")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--save-latents", help="save the final latents of the timed run here (.npy)")
-    ap.add_argument("--compare", nargs="+", metavar="VARIANT", help="kv-per-call, kv-kept, channels-last, wbN (window_batch N)")
+    ap.add_argument("--compare", nargs="+", metavar="VARIANT", help="kv-per-call, kv-kept, channels-last, compiled, wbN (window_batch N)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]

@@ -9,7 +9,7 @@ DIR="${ANIPORTRAIT_COMFYUI_DIR:-$HOME/.cache/aniportrait-ci}"
 
 # What only the tests need can be left out (scripts/run_example.sh does):
 #   ANIPORTRAIT_NO_BROWSER=1    no chromium (it loads the UI workflows in the real editor in the tests)
-#   ANIPORTRAIT_NO_TEST_DEPS=1  no espeak-ng (speaks the test clips) and no requirements-test.txt
+#   ANIPORTRAIT_NO_TEST_DEPS=1  no espeak-ng (speaks the test clips), no g++ and no requirements-test.txt
 # ANIPORTRAIT_WITH_BROWSER=1 asks for chromium explicitly (wins over ANIPORTRAIT_NO_BROWSER).
 NO_TEST_DEPS="${ANIPORTRAIT_NO_TEST_DEPS:-0}"
 WITH_BROWSER=1
@@ -19,6 +19,8 @@ WITH_BROWSER=1
 # Debian packages
 MISSING_DEB=()
 [ "$NO_TEST_DEPS" = 1 ] || command -v espeak-ng >/dev/null 2>&1 || MISSING_DEB+=(espeak-ng)
+# a C++ compiler: the compile test has torch.compile (inductor) build its CPU code
+[ "$NO_TEST_DEPS" = 1 ] || command -v g++ >/dev/null 2>&1 || MISSING_DEB+=(g++)
 [ "$WITH_BROWSER" = 0 ] || command -v chromium >/dev/null 2>&1 || MISSING_DEB+=(chromium)
 if [ "${#MISSING_DEB[@]}" -gt 0 ]; then
   echo "[setup] installing ${MISSING_DEB[*]}" >&2

@@ -31,7 +31,7 @@ from .pose_source import PoseFrames
 from .sampler import run_reference
 from .unet import ReferenceFeatures
 
-__all__ = ["VideoDenoiser", "DenoiserCall", "compile_targets"]
+__all__ = ["VideoDenoiser", "DenoiserCall"]
 
 #: ``torch.compiler.disable`` (torch >= 2.1): keeps host-side Python out of compiled graphs; a no-op before that
 _outside_compiled_graphs = getattr(getattr(torch, "compiler", None), "disable", lambda function: function)
@@ -178,23 +178,3 @@ class VideoDenoiser(nn.Module):
         """v prediction for every chunk of ``call.x``: (chunks, 4, f, h, w), dtype of the video UNet's output."""
         return self.video_unet(*self.prepare(call))
 
-
-def compile_targets(denoiser: VideoDenoiser) -> list[str]:
-    """Dotted paths (from the denoiser) of the video UNet's heavy blocks to ``torch.compile`` one by one: every
-    ResNet block, every spatial feed-forward and every motion-module transformer block.
-
-    One compiled object per block: compiling the whole model instead traces the same block code for every
-    weight shape and runs out of torch's recompile limit (8), leaving most blocks uncompiled. The attention
-    with reference tokens stays eager (one fused SDPA kernel already; its inputs vary per call).
-    """
-    from diffusers.models.attention import FeedForward
-    from diffusers.models.resnet import ResnetBlock2D
-
-    from .unet import TemporalTransformerBlock
-
-    targets: list[str] = []
-    for name, module in denoiser.video_unet.named_modules():
-        inside = any(name.startswith(t + ".") for t in targets)  # parents come first: a motion block's feed-forward
-        if isinstance(module, (ResnetBlock2D, TemporalTransformerBlock, FeedForward)) and not inside:
-            targets.append(name)
-    return [f"video_unet.{name}" for name in targets]

@@ -41,6 +41,7 @@ the window sum is also divided by the per-frame count (the original forgets this
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from functools import cached_property
@@ -50,6 +51,7 @@ import numpy as np
 import torch
 
 from ..data import Landmarks
+from .compiling import Backend, compiled_blocks
 from .context_windows import frame_coverage, uniform_context_windows
 from .pose_features import PoseFeatureCache
 from .pose_source import PoseFrames, as_pose_frames
@@ -414,7 +416,7 @@ def sample_video(
     progress: Optional[Progress] = None, noise: Optional[torch.Tensor] = None,
     scheduler: Optional[AniPortraitDDIM] = None, cache_pose_features: bool = True,
     pose_cache_budget_bytes: int = 1 << 30, cache_overflow_device: Union[str, torch.device] = "cpu",
-    window_batch: int = 1,
+    window_batch: int = 1, compile_backend: Optional[Backend] = None,
 ) -> torch.Tensor:
     """Denoise a video conditioned on a reference latent, a CLIP embedding and pose frames.
 
@@ -442,6 +444,8 @@ def sample_video(
             the original; the numbers are the same).
         window_batch: context windows per video-UNet call (>= 1). More windows per call use the device better
             at the cost of that many times the activation memory; the result is the same up to float rounding.
+        compile_backend: ``torch.compile`` backend for the video UNet's heavy blocks during this run
+            (:func:`~.compiling.compiled_blocks`: the first run of a size compiles, later ones reuse it), or None.
 
     Returns:
         float32 latents (1, 4, F, H/8, W/8) on ``device``, in sampler scale (raw VAE latents * 0.18215).
@@ -469,7 +473,8 @@ def sample_video(
     if int(window_batch) < 1:
         raise ValueError(f"window_batch must be at least 1, got {window_batch}.")
     run = Denoiser(video_unet, cond, plan, pose_cache, dtype, cfg, int(window_batch))
-    return denoise(run, latents, sched, timesteps, progress)
+    with compiled_blocks(video_unet, compile_backend) if compile_backend else contextlib.nullcontext():
+        return denoise(run, latents, sched, timesteps, progress)
 
 
 def _model_dtype(module: torch.nn.Module, fallback: torch.dtype) -> torch.dtype:

@@ -545,6 +545,76 @@ def test_every_convolution_gets_row_major_activations(pipeline_case: tuple[Path,
     assert [name for name, ok in seen.items() if not ok] == []
 
 
+def _block_classes(unet: torch.nn.Module) -> list[str]:
+    return sorted({type(m).__name__ for m in unet.modules()})
+
+
+def test_compiled_blocks_give_the_same_video_and_every_block_gets_compiled_code(pipeline_case: tuple[Path, dict],
+                                                                                tiny_models: Any) -> None:
+    """``compile_backend`` runs the video UNet's heavy blocks through torch.compile for one run. The backend here
+    records the graphs it gets and runs them as captured (no compiler needed), so the latents must not move.
+    Compiled code is cached per code object, so without the raised recompile limit the ResNet blocks' ninth
+    weight shape onwards ran uncompiled (torch logs it and counts it under "unimplemented")."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from aniportrait_lib.video.compiling import compile_targets
+
+    folder, case = pipeline_case
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 20)
+    graphs: list[torch.fx.GraphModule] = []
+
+    def recording_backend(graph: torch.fx.GraphModule, example_inputs: list) -> Any:
+        graphs.append(graph)
+        return graph.forward
+
+    unet = tiny_models.video_unet
+    classes_before = _block_classes(unet)
+    torch._dynamo.reset()
+    counters.clear()
+    plain = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=3)
+    compiled = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=3,
+                            compile_backend=recording_backend)
+    assert _max_err(plain, compiled) < 1e-6
+    signatures = {(type(unet.get_submodule(path)).__name__,
+                   tuple(tuple(p.shape) for p in unet.get_submodule(path).parameters())) for path in compile_targets(unet)}
+    assert len(graphs) >= len(signatures), "at least one graph per distinct block (input sizes add more)"
+    limit_hits = [reason for reason in counters["unimplemented"] if "recompile" in reason.lower()]
+    assert limit_hits == [], "every block ran compiled code"
+    assert _block_classes(unet) == classes_before, "the original blocks are back after the run"
+    assert not any("OptimizedModule" in name for name in classes_before)
+    graphs_after_first = len(graphs)
+    again = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=3,
+                         compile_backend=recording_backend)
+    assert len(graphs) == graphs_after_first, "a second run of the same size reuses the compiled code"
+    assert torch.equal(again, compiled)
+
+
+def test_a_failing_compiler_gets_one_sentence_and_leaves_the_model_usable(pipeline_case: tuple[Path, dict],
+                                                                           tiny_models: Any) -> None:
+    import torch._dynamo
+
+    from aniportrait_lib.video.compiling import CompileError
+
+    folder, case = pipeline_case
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 8)
+
+    def no_compiler_here(graph: torch.fx.GraphModule, example_inputs: list) -> Any:
+        raise RuntimeError("Compiler: cc is not found.\n(a long compiler log)")
+
+    torch._dynamo.reset()
+    classes_before = _block_classes(tiny_models.video_unet)
+    expected = ("torch.compile with the no_compiler_here backend failed on this machine (RuntimeError: Compiler: "
+                "cc is not found.): set compile to off, or install what "
+                "no_compiler_here needs (a working Triton on a GPU, a C++ compiler on the CPU).")
+    with pytest.raises(CompileError) as failure:
+        sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=1, seed=3, compile_backend=no_compiler_here)
+    assert str(failure.value) == expected
+    assert isinstance(failure.value, ValueError), "nodes show it as a plain error, not a traceback"
+    assert _block_classes(tiny_models.video_unet) == classes_before
+    assert torch.isfinite(sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=1, seed=3)).all()
+
+
 def test_noise_matches_global_manual_seed() -> None:
     shape = (1, 4, 5, 3, 2)
     state = torch.random.get_rng_state()

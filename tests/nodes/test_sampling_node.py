@@ -232,3 +232,15 @@ def test_window_batch_input_gives_the_same_latents(pack, comfy_models) -> None:
     # float rounding of larger matrix products only (random weights amplify it): 1e-4 of the latents' range
     assert (two - one).abs().max() < 1e-4 * one.abs().max()
     assert pack.nodes.sampling.Lmk2VideoSampler.INPUT_TYPES()["optional"]["window_batch"][1]["default"] == 1
+
+
+def test_compile_input_runs_inductor_code_and_gives_the_same_latents(pack, comfy_models) -> None:
+    """The real default backend end to end: inductor generates and builds C++ for the CPU here (a GPU build uses
+    Triton); the blocks' float sums run in another order, so the latents agree up to rounding."""
+    vae, clip, models = comfy_models
+    plain = _execute(pack, vae, clip, models).args[0]["samples"]
+    compiled = _execute(pack, vae, clip, models, compile="inductor").args[0]["samples"]
+    assert (compiled - plain).abs().max() < 1e-4 * plain.abs().max()
+    assert not any(type(m).__name__ == "OptimizedModule" for m in models.video_unet.modules())
+    options = pack.nodes.sampling.Lmk2VideoSampler.INPUT_TYPES()["optional"]["compile"][1]
+    assert options["options"] == ["off", "inductor", "cudagraphs"] and options["default"] == "off"
