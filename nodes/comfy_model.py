@@ -40,8 +40,7 @@ import comfy.ops
 import comfy.patcher_extension
 import comfy.supported_models_base
 
-from ..aniportrait_lib.video import context_windows, loading, sampler
-from ..aniportrait_lib.video.compiling import compile_targets, room_for_every_block
+from ..aniportrait_lib.video import compiling, context_windows, loading, sampler
 from ..aniportrait_lib.video.denoiser import DenoiserCall, VideoDenoiser
 
 
@@ -227,9 +226,9 @@ def with_compiled_blocks(model, backend: str):
     if not isinstance(denoiser, VideoDenoiser):
         raise ValueError("AniPortrait Compile Model takes the AniPortrait MODEL: connect AniPortrait Load Video Model "
                          "(for other models use core TorchCompileModel).")
-    keys = [f"diffusion_model.video_unet.{path}" for path in compile_targets(denoiser.video_unet)]
+    keys = [f"diffusion_model.video_unet.{path}" for path in compiling.compile_targets(denoiser.video_unet)]
     clone = model.clone()
-    set_torch_compile_wrapper(model=clone, backend=backend, keys=keys)
+    set_torch_compile_wrapper(model=clone, backend=backend, keys=keys, dynamic=compiling.STATIC)
     clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, COMPILE_ROOM_WRAPPER_KEY,
                                _with_room_for_every_block)
     return clone, len(keys)
@@ -237,5 +236,5 @@ def with_compiled_blocks(model, backend: str):
 
 def _with_room_for_every_block(executor, *args, **kwargs):
     """OUTER_SAMPLE wrapper of a compiled model: torch's recompile limit raised for this sampling run only."""
-    with room_for_every_block(executor.class_obj.model_patcher.model.diffusion_model.video_unet):
+    with compiling.room_for_every_block(executor.class_obj.model_patcher.model.diffusion_model.video_unet):
         return executor(*args, **kwargs)

@@ -48,7 +48,7 @@ class Lmk2VideoSampler(io.ComfyNode):
                 io.Int.Input("window_batch", default=1, min=1, max=8, optional=True,
                              tooltip="Context windows per network call (videos over 16 frames). 4 took 25 % less time on a CPU; on a GPU it is not measured yet. Needs that many times the activation memory (keep 1 on small cards); the video is the same."),
                 io.Combo.Input("compile", options=["off", *compiling.BACKENDS], default="off", optional=True,
-                               tooltip="torch.compile the video UNet's ResNet, feed-forward and motion blocks for this run. The first run of a size compiles (minutes, no progress meanwhile); later runs of that size reuse it. inductor needs a working Triton on a GPU (a C++ compiler on the CPU); the video is the same up to float rounding."),
+                               tooltip="torch.compile the video UNet's ResNet, feed-forward and motion blocks for this run, for a GPU (on a CPU it made the full-size sampler 13-27 % slower). The first run of a size compiles (minutes, no progress meanwhile); later runs of that size reuse it. inductor needs a working Triton on a GPU; the video is the same up to float rounding."),
                 io.Image.Input("reference_pose", optional=True,
                                tooltip="Accepted for compatibility with the original pipeline; it has no effect on the result (see docs)."),
             ],
@@ -140,7 +140,7 @@ class CompileModel(io.ComfyNode):
             node_id="AniPortraitCompileModel",
             display_name="AniPortrait Compile Model",
             category=comfy.CATEGORY,
-            description="torch.compile for the AniPortrait MODEL, block by block (every ResNet, feed-forward and motion block of the video UNet), through core's compile wrapper: applied while sampling, the model itself is unchanged. The first run compiles (minutes); later runs of the same size are faster on a GPU. Needs a working Triton for inductor.",
+            description="torch.compile for the AniPortrait MODEL, block by block (every ResNet, feed-forward and motion block of the video UNet), through core's compile wrapper: applied while sampling, the model itself is unchanged. The first run compiles (minutes); later runs of the same size reuse it. Meant for a GPU (not measured there yet; on a CPU it made the full-size sampler slower). Needs a working Triton for inductor.",
             inputs=[
                 io.Model.Input("model", tooltip="The AniPortrait MODEL (AniPortrait Load Video Model)."),
                 io.Combo.Input("backend", options=list(compiling.BACKENDS), default="inductor",

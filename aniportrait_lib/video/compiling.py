@@ -23,6 +23,11 @@ BACKENDS = ("inductor", "cudagraphs")
 #: a torch.compile backend: a registered name, or a callable ``(graph_module, example_inputs) -> callable``
 Backend = Union[str, Callable]
 
+#: ``torch.compile(dynamic=...)`` for the blocks: static shapes. The blocks of one kind share a code object, so
+#: torch's automatic dynamic shapes would read the next block's other size as a changing input and compile
+#: shape-generic code for all of them; each block's shapes are fixed within a run.
+STATIC = False
+
 #: compiled blocks per video UNet and backend: {unet: {backend: {path: compiled}}}, dropped with the UNet
 _compiled: "weakref.WeakKeyDictionary[nn.Module, dict[str, dict[str, nn.Module]]]" = weakref.WeakKeyDictionary()
 
@@ -77,7 +82,7 @@ def _compiled_for(video_unet: nn.Module, backend: Backend) -> dict[str, nn.Modul
     """The compiled block objects of ``video_unet`` for ``backend``, made once (compiling happens at first call)."""
     per_backend = _compiled.setdefault(video_unet, {})
     if backend not in per_backend:
-        per_backend[backend] = {path: torch.compile(video_unet.get_submodule(path), backend=backend)
+        per_backend[backend] = {path: torch.compile(video_unet.get_submodule(path), backend=backend, dynamic=STATIC)
                                 for path in compile_targets(video_unet)}
     return per_backend[backend]
 
