@@ -8,7 +8,7 @@
 #     bash scripts/device_session.sh part1     # node path at 512x512, 25 steps, 48 frames: normal and 6 GB free +
 #                                              # --lowvram (~4-5 min)
 #     bash scripts/device_session.sh part2     # ours (node, library) vs the ORIGINAL in one run, 48 frames (~4-6 min)
-#     bash scripts/device_session.sh part3     # 300 frames (VRAM flat in length), window_batch 2, compiled blocks,
+#     bash scripts/device_session.sh part3     # 300 frames (VRAM flat in length), window_batch 2, the sampler compiled,
 #                                              # --lowvram alone, sampler options side by side (library)
 # part1 and part2 hold the targets (s/frame and peak VRAM through the node, 8 GB cards, >= 3x the
 # original): run them first, each as one device command; part3 if device time is left.

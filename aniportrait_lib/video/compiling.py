@@ -29,7 +29,7 @@ Backend = Union[str, Callable]
 STATIC = False
 
 #: compiled blocks per video UNet and backend: {unet: {backend: {path: compiled}}}, dropped with the UNet
-_compiled: "weakref.WeakKeyDictionary[nn.Module, dict[str, dict[str, nn.Module]]]" = weakref.WeakKeyDictionary()
+_compiled: "weakref.WeakKeyDictionary[nn.Module, dict[Backend, dict[str, nn.Module]]]" = weakref.WeakKeyDictionary()
 
 
 class CompileError(ValueError):
@@ -40,9 +40,10 @@ def compile_targets(video_unet: nn.Module) -> list[str]:
     """Dotted paths (from ``video_unet``) of its heavy blocks to ``torch.compile`` one by one: every ResNet
     block, every spatial feed-forward and every motion-module transformer block.
 
-    One compiled object per block: compiling the whole model instead traces the same block code for every
-    weight shape and runs out of torch's recompile limit (8), leaving most blocks uncompiled. The attention
-    with reference tokens stays eager (one fused SDPA kernel already; its inputs vary per call).
+    Block by block rather than the whole model (core TorchCompileModel on the AniPortrait MODEL ran out of
+    torch's recompile limit and left most of it uncompiled). The attention with reference tokens stays eager (one
+    fused SDPA kernel already; its inputs vary per call). Blocks of one kind share their code object, and with it
+    one recompile limit: see :func:`room_for_every_block`.
     """
     from diffusers.models.attention import FeedForward
     from diffusers.models.resnet import ResnetBlock2D
@@ -64,12 +65,13 @@ def room_for_every_block(video_unet: nn.Module) -> contextlib.AbstractContextMan
     Compiled code is cached per Python code object, not per compiled module: the UNet's ResNet blocks all run
     ``ResnetBlock2D.forward``, and each weight shape is one more entry. The default limit (8) left 6 of the
     full-size UNet's 22 block graphs running uncompiled (torch 2.13; measured with the ``eager`` backend). Two
-    entries per block cover every block at two sizes; torch makes shapes dynamic after that.
+    entries per block cover every block at two sizes (shapes are static, :data:`STATIC`); beyond that blocks run
+    eager, as torch does at any limit.
     """
     import torch._dynamo
 
     config = torch._dynamo.config
-    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # renamed in torch 2.6
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # its older name
     return config.patch(**{name: max(int(getattr(config, name)), 2 * len(compile_targets(video_unet)))})
 
 
