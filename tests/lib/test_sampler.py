@@ -615,6 +615,27 @@ def test_a_failing_compiler_gets_one_sentence_and_leaves_the_model_usable(pipeli
     assert torch.isfinite(sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=1, seed=3)).all()
 
 
+def test_cancelling_a_compiled_run_puts_the_original_blocks_back(pipeline_case: tuple[Path, dict],
+                                                                  tiny_models: Any) -> None:
+    """ComfyUI cancels by raising from the progress callback, between two network calls: the cancel reaches the
+    caller as it is (not as a compile error), and the model is left as it was."""
+    folder, case = pipeline_case
+    ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 20)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_at_second(done: int, total: int, preview_latent: Any = None) -> None:
+        if done == 2:
+            raise Cancelled
+
+    classes_before = _block_classes(tiny_models.video_unet)
+    with pytest.raises(Cancelled):
+        sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, seed=3, compile_backend="eager",
+                     progress=cancel_at_second)
+    assert _block_classes(tiny_models.video_unet) == classes_before
+
+
 def test_noise_matches_global_manual_seed() -> None:
     shape = (1, 4, 5, 3, 2)
     state = torch.random.get_rng_state()
