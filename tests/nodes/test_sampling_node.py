@@ -244,3 +244,21 @@ def test_compile_input_runs_inductor_code_and_gives_the_same_latents(pack, comfy
     assert not any(type(m).__name__ == "OptimizedModule" for m in models.video_unet.modules())
     options = pack.nodes.sampling.Lmk2VideoSampler.INPUT_TYPES()["optional"]["compile"][1]
     assert options["options"] == ["off", "inductor", "cudagraphs"] and options["default"] == "off"
+
+
+def test_compiled_blocks_capture_weights_streamed_by_low_vram_loads(pack, comfy_models) -> None:
+    """Under --lowvram core's layers cast (stream) their weights in every call: the compiled blocks must capture
+    that too. Backend cudagraphs, the third choice: on a CPU torch skips the CUDA graphs and runs the captured
+    graphs as they are, so the latents stay exact."""
+    vae, clip, models = comfy_models
+    castable = [m for net in (models.reference_unet, models.video_unet, models.pose_guider) for m in net.modules()
+                if hasattr(m, "comfy_cast_weights")]
+    base = _execute(pack, vae, clip, models).args[0]["samples"]
+    for m in castable:
+        m.comfy_cast_weights = True
+    try:
+        streamed = _execute(pack, vae, clip, models, compile="cudagraphs").args[0]["samples"]
+    finally:
+        for m in castable:
+            del m.comfy_cast_weights  # back to the class default
+    assert torch.equal(streamed, base)
