@@ -26,6 +26,7 @@ translates ComfyUI's calling convention.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -48,7 +49,7 @@ REFERENCE_LATENT = "aniportrait_reference_latent"
 USE_REFERENCE = "aniportrait_use_reference"
 POSES = "aniportrait_poses"
 CACHE_WRAPPER_KEY = "aniportrait_reference_cache"
-COMPILE_ROOM_WRAPPER_KEY = "aniportrait_compile_room"
+COMPILE_WRAPPER_KEY = "aniportrait_compile"
 
 #: the original's ``noise_scheduler_kwargs`` in core's terms (core's "linear" is diffusers' "scaled_linear")
 SAMPLING_SETTINGS = {"beta_schedule": "sqrt_linear", "linear_start": 0.00085, "linear_end": 0.012, "zsnr": True}
@@ -229,12 +230,15 @@ def with_compiled_blocks(model, backend: str):
     keys = [f"diffusion_model.video_unet.{path}" for path in compiling.compile_targets(denoiser.video_unet)]
     clone = model.clone()
     set_torch_compile_wrapper(model=clone, backend=backend, keys=keys, dynamic=compiling.STATIC)
-    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, COMPILE_ROOM_WRAPPER_KEY,
-                               _with_room_for_every_block)
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, COMPILE_WRAPPER_KEY,
+                               functools.partial(_compiled_sampling, backend))
     return clone, len(keys)
 
 
-def _with_room_for_every_block(executor, *args, **kwargs):
-    """OUTER_SAMPLE wrapper of a compiled model: torch's recompile limit raised for this sampling run only."""
-    with compiling.room_for_every_block(executor.class_obj.model_patcher.model.diffusion_model.video_unet):
+def _compiled_sampling(backend, executor, *args, **kwargs):
+    """OUTER_SAMPLE wrapper of a compiled model: torch's recompile limit raised for this sampling run only, and a
+    failing compiler reported in one sentence."""
+    unet = executor.class_obj.model_patcher.model.diffusion_model.video_unet
+    with compiling.room_for_every_block(unet), \
+            compiling.explained_compile_errors(backend, "bypass AniPortrait Compile Model"):
         return executor(*args, **kwargs)

@@ -14,7 +14,8 @@ from typing import Callable, Iterator, Union
 import torch
 from torch import nn
 
-__all__ = ["BACKENDS", "CompileError", "compile_targets", "compiled_blocks", "room_for_every_block"]
+__all__ = ["BACKENDS", "CompileError", "compile_targets", "compiled_blocks", "explained_compile_errors",
+           "room_for_every_block"]
 
 #: the backends the nodes offer (core TorchCompileModel's choices); ``eager`` (graph capture without code
 #: generation, no compiler needed) is accepted by :func:`compiled_blocks` too, for tests
@@ -89,16 +90,28 @@ def _compiled_for(video_unet: nn.Module, backend: Backend) -> dict[str, nn.Modul
     return per_backend[backend]
 
 
-def _compile_failure(backend: Backend, exc: Exception) -> CompileError:
+def _compile_failure(backend: Backend, exc: Exception, undo: str) -> CompileError:
     cause: BaseException = exc
     while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
         cause = inner  # dynamo wraps the compiler's own error (BackendCompilerFailed.inner_exception): name that one
     first_line = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0][:200]}".rstrip(": ")
     backend = backend if isinstance(backend, str) else getattr(backend, "__name__", repr(backend))
     return CompileError(
-        f"torch.compile with the {backend} backend failed on this machine ({first_line}): set compile to off, or "
+        f"torch.compile with the {backend} backend failed on this machine ({first_line}): {undo}, or "
         f"install what {backend} needs (a working Triton on a GPU, a C++ compiler on the CPU)."
     )
+
+
+@contextlib.contextmanager
+def explained_compile_errors(backend: Backend, undo: str) -> Iterator[None]:
+    """Within the ``with`` body, torch.compile's own errors become one :class:`CompileError` sentence: what failed
+    and ``undo``, the user's way back to the uncompiled model (e.g. ``"set compile to off"``)."""
+    import torch._dynamo
+
+    try:
+        yield
+    except torch._dynamo.exc.TorchDynamoException as exc:  # BackendCompilerFailed, InternalTorchDynamoError, ...
+        raise _compile_failure(backend, exc, undo) from exc
 
 
 @contextlib.contextmanager
@@ -109,19 +122,14 @@ def compiled_blocks(video_unet: nn.Module, backend: Backend) -> Iterator[int]:
     The first run of a size compiles (minutes for the full-size UNet); the compiled objects are kept for later
     runs while the UNet lives. A compiler that fails raises :class:`CompileError` with one sentence to act on.
     """
-    import torch._dynamo  # noqa: F401  (its exception classes; torch loads it lazily)
-
     compiled = _compiled_for(video_unet, backend)
     originals = {path: video_unet.get_submodule(path) for path in compiled}
     try:
         for path, block in compiled.items():
             parent, name = _parent_and_name(video_unet, path)
             setattr(parent, name, block)
-        try:
-            with room_for_every_block(video_unet):
-                yield len(compiled)
-        except torch._dynamo.exc.TorchDynamoException as exc:  # BackendCompilerFailed, InternalTorchDynamoError, ...
-            raise _compile_failure(backend, exc) from exc
+        with room_for_every_block(video_unet), explained_compile_errors(backend, "set compile to off"):
+            yield len(compiled)
     finally:
         for path, block in originals.items():
             parent, name = _parent_and_name(video_unet, path)

@@ -378,3 +378,22 @@ def test_compiled_blocks_give_the_same_video_and_leave_the_model_unchanged(pack,
     assert pack.nodes.sampling.CompileModel.execute(compiled, "inductor").ui is not None
     with pytest.raises(ValueError, match=re.escape("AniPortrait Compile Model takes the AniPortrait MODEL")):
         pack.nodes.sampling.CompileModel.execute(type("Other", (), {"model": object()})(), "inductor")
+
+
+def test_a_failing_compiler_on_the_model_gets_one_sentence(pack, setup, short_cond) -> None:
+    import torch._dynamo
+
+    _, _, model, _ = setup
+
+    def no_triton_here(graph, example_inputs):
+        raise RuntimeError("Cannot find a working triton installation.\n(more)")
+
+    torch._dynamo.reset()
+    compiled, _ = pack.nodes.comfy_model.with_compiled_blocks(model, no_triton_here)
+    expected = ("torch.compile with the no_triton_here backend failed on this machine (RuntimeError: Cannot find a "
+                "working triton installation.): bypass AniPortrait Compile Model, or install what no_triton_here "
+                "needs (a working Triton on a GPU, a C++ compiler on the CPU).")
+    with pytest.raises(ValueError) as failure:
+        _ksampler(compiled, short_cond)
+    assert str(failure.value) == expected
+    assert torch.isfinite(_ksampler(model, short_cond)).all(), "the uncompiled model still samples"
