@@ -146,7 +146,7 @@ part3() {
     setup_device
     smoke frames300 200 --frames 300 --steps 3 --decode none --no-rerun  # a memory check, like the 2026-11 H100 one
     smoke own_window_batch2 150 --path own --window-batch 2 --decode none
-    smoke own_compiled 240 --path own --compile inductor --decode none  # the sampler's compile input
+    smoke own_compiled 300 --path own --compile inductor --decode none  # the sampler's compile input
     smoke lowvram 200 --lowvram
     local where=(--full-size --device cuda --dtype fp16 --size 512)
     [ -n "${DRY_RUN:-}" ] && where=(--device cpu --dtype fp32 --size 72)
