@@ -74,13 +74,16 @@ class Lmk2VideoSampler(io.ComfyNode):
                                          context_overlap)
         device = comfy.load_for_inference(*models.handles, memory_required=memory, partial=True)
         total = sampler.count_window_evaluations(len(poses), steps, context_frames, context_overlap)
+        backend = None if compile in (None, "off") else compile
         latents = sampler.sample_video(
             models, ref.latent.to(device), ref.clip_embeds.to(device), poses,
             steps=steps, cfg=cfg, seed=seed, context_frames=context_frames, context_overlap=context_overlap,
             device=device, dtype=models.dtype, progress=comfy.progress(total, with_previews=True),
-            window_batch=window_batch, compile_backend=None if compile in (None, "off") else compile,
+            window_batch=window_batch, compile_backend=backend,
         )
-        return comfy.output({"samples": comfy.to_output_device(sampler.to_frame_batch(latents))}, notes=[note])
+        blocks = len(compiling.compile_targets(models.video_unet)) if backend else 0
+        compiled = f"{blocks} video-UNet blocks ran compiled with {backend}" if backend else None
+        return comfy.output({"samples": comfy.to_output_device(sampler.to_frame_batch(latents))}, notes=[note, compiled])
 
 
 class VideoConditioning(io.ComfyNode):
