@@ -231,14 +231,13 @@ def with_compiled_blocks(model, backend: str):
     clone = model.clone()
     set_torch_compile_wrapper(model=clone, backend=backend, keys=keys, dynamic=compiling.STATIC)
     clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, COMPILE_WRAPPER_KEY,
-                               functools.partial(_compiled_sampling, backend))
+                               functools.partial(_compiled_sampling, backend, len(keys)))
     return clone, len(keys)
 
 
-def _compiled_sampling(backend, executor, *args, **kwargs):
-    """OUTER_SAMPLE wrapper of a compiled model: torch's recompile limit raised for this sampling run only, and a
-    failing compiler reported in one sentence."""
-    unet = executor.class_obj.model_patcher.model.diffusion_model.video_unet
-    with compiling.room_for_every_block(unet), \
+def _compiled_sampling(backend, blocks: int, executor, *args, **kwargs):
+    """OUTER_SAMPLE wrapper of a model with ``blocks`` compiled blocks: torch's recompile limit raised for this
+    sampling run only, and a failing compiler reported in one sentence."""
+    with compiling.room_for_every_block(blocks), \
             compiling.explained_compile_errors(backend, "bypass AniPortrait Compile Model"):
         return executor(*args, **kwargs)

@@ -59,9 +59,9 @@ def compile_targets(video_unet: nn.Module) -> list[str]:
     return targets
 
 
-def room_for_every_block(video_unet: nn.Module) -> contextlib.AbstractContextManager:
-    """Raise torch's per-code-object recompile limit while the ``with`` body runs, so that every compiled block
-    gets its own compiled code.
+def room_for_every_block(blocks: int) -> contextlib.AbstractContextManager:
+    """Raise torch's per-code-object recompile limit while the ``with`` body runs, so that each of ``blocks``
+    compiled blocks gets its own compiled code.
 
     Compiled code is cached per Python code object, not per compiled module: the UNet's ResNet blocks all run
     ``ResnetBlock2D.forward``, and each weight shape is one more entry. The default limit (8) left 6 of the
@@ -73,7 +73,7 @@ def room_for_every_block(video_unet: nn.Module) -> contextlib.AbstractContextMan
 
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # its older name
-    return config.patch(**{name: max(int(getattr(config, name)), 2 * len(compile_targets(video_unet)))})
+    return config.patch(**{name: max(int(getattr(config, name)), 2 * blocks)})
 
 
 def _parent_and_name(root: nn.Module, path: str) -> tuple[nn.Module, str]:
@@ -128,7 +128,7 @@ def compiled_blocks(video_unet: nn.Module, backend: Backend) -> Iterator[int]:
         for path, block in compiled.items():
             parent, name = _parent_and_name(video_unet, path)
             setattr(parent, name, block)
-        with room_for_every_block(video_unet), explained_compile_errors(backend, "set compile to off"):
+        with room_for_every_block(len(compiled)), explained_compile_errors(backend, "set compile to off"):
             yield len(compiled)
     finally:
         for path, block in originals.items():

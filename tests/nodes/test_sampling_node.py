@@ -237,13 +237,13 @@ def test_window_batch_input_gives_the_same_latents(pack, comfy_models) -> None:
 def test_compile_input_runs_inductor_code_and_gives_the_same_latents(pack, comfy_models) -> None:
     """The real default backend end to end: inductor generates and builds C++ for the CPU here (a GPU build uses
     Triton); the blocks' float sums run in another order, so the latents agree up to rounding."""
+    from aniportrait_pack.aniportrait_lib.video.compiling import compile_targets
+
     vae, clip, models = comfy_models
     plain = _execute(pack, vae, clip, models).args[0]["samples"]
     run = _execute(pack, vae, clip, models, compile="inductor")
     compiled = run.args[0]["samples"]
     assert (compiled - plain).abs().max() < 1e-4 * plain.abs().max()
-    from aniportrait_pack.aniportrait_lib.video.compiling import compile_targets
-
     blocks = len(compile_targets(models.video_unet))
     assert run.ui.as_dict()["text"] == (f"{blocks} video-UNet blocks ran compiled with inductor",)
     assert not any(type(m).__name__ == "OptimizedModule" for m in models.video_unet.modules())
