@@ -27,6 +27,8 @@ NUM_BLENDSHAPES = 51  # MediaPipe's 52 minus "_neutral"
 POSE_SIZE = 6
 #: the stage-1 frame rate the released models were trained at
 DEFAULT_FPS = 30.0
+#: wav2vec2 sample rate (Hz): the audio features hold 16 kHz samples
+SAMPLE_RATE = 16000
 
 
 def _finite_array(value: Any, shape: tuple[int | None, ...], name: str, dtype=np.float64) -> np.ndarray:
@@ -127,8 +129,6 @@ class AudioFeatures:
     @property
     def duration(self) -> float:
         """seconds"""
-        from .audio.features import SAMPLE_RATE
-
         return self.input_values.shape[0] / SAMPLE_RATE
 
 

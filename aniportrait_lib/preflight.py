@@ -65,7 +65,7 @@ def sampler_vram_bytes(frames: int, width: int, height: int, cfg: float, context
                        context_overlap: int = 4) -> int:
     """Device memory: the models' weights, one UNet call's activations (``sampler.estimate_memory``), the
     latent video (fp32, a few copies) and the on-device part of the pose feature cache."""
-    from .video import sampler
+    from .sampling import sampler
 
     f, w, h = int(frames), int(width), int(height)
     activations = sampler.estimate_memory(f, w, h, cfg, context_frames, dtype, window_batch, context_overlap)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..aniportrait_lib import motion as motion_steps
+from ..aniportrait_lib.motion import build as motion_steps
 from ..aniportrait_lib.audio import features, inference
 from ..aniportrait_lib.audio import models as audio_models
 from ..aniportrait_lib.face import pose_math

@@ -21,7 +21,7 @@ the current window as ``transformer_options["context_window"]``; the model picks
 itself, and tells newer cores (``resize_cond_for_context_window``) not to slice its conds. This works whether
 or not a core version slices model conds (0.3.64 never slices them; see the README's version notes).
 
-The library part (:class:`~aniportrait_lib.video.denoiser.VideoDenoiser`) is ComfyUI-free; this module only
+The library part (:class:`~aniportrait_lib.sampling.evaluation.VideoDenoiser`) is ComfyUI-free; this module only
 translates ComfyUI's calling convention.
 """
 from __future__ import annotations
@@ -41,8 +41,10 @@ import comfy.ops
 import comfy.patcher_extension
 import comfy.supported_models_base
 
-from ..aniportrait_lib.video import compiling, context_windows, loading, sampler
-from ..aniportrait_lib.video.denoiser import DenoiserCall, VideoDenoiser
+from ..aniportrait_lib.sampling import compiling, context_windows, sampler
+
+from ..aniportrait_lib.networks import loading
+from ..aniportrait_lib.sampling.evaluation import DenoiserCall, VideoDenoiser
 
 
 REFERENCE_LATENT = "aniportrait_reference_latent"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..aniportrait_lib import dubbing
+from ..aniportrait_lib.motion import dubbing
 from ..aniportrait_lib.face import tracking
 from . import comfy_adapter as comfy
 from . import sockets

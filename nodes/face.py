@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..aniportrait_lib.face import analysis, pose_template, reenactment, tracking
+from ..aniportrait_lib.face import analysis, tracking
+from ..aniportrait_lib.motion import pose_template, reenactment
 from . import comfy_adapter as comfy
 from . import sockets
 

@@ -11,7 +11,7 @@ from comfy_api.latest import io
 from ..aniportrait_lib import data, weights
 from ..aniportrait_lib.audio import models as audio_models
 from ..aniportrait_lib.face import landmarker
-from ..aniportrait_lib.video import loading
+from ..aniportrait_lib.networks import loading
 from . import comfy_adapter as comfy
 from . import comfy_model
 from . import sockets

@@ -8,7 +8,7 @@ from comfy_api.latest import io
 import folder_paths
 
 from ..aniportrait_lib import data
-from ..aniportrait_lib import motion as motion_steps
+from ..aniportrait_lib.motion import build as motion_steps
 from ..aniportrait_lib.face import analysis, renderer
 from . import comfy_adapter as comfy
 from . import sockets

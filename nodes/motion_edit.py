@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..aniportrait_lib import motion_edit
+from ..aniportrait_lib.motion import edit as motion_edit
 from . import comfy_adapter as comfy
 from . import sockets
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..aniportrait_lib.video import compiling, pose_source, reference, sampler
+from ..aniportrait_lib.sampling import compiling, pose_source, reference, sampler
 from . import comfy_adapter as comfy
 from . import comfy_model, sockets
 

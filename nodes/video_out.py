@@ -6,7 +6,7 @@ import uuid
 import torch
 from comfy_api.latest import io
 
-from ..aniportrait_lib.video import encode
+from ..aniportrait_lib.media import encode
 from . import comfy_adapter as comfy
 
 

@@ -134,7 +134,7 @@ def line(result, rel: str) -> str:
 
 
 def fetch_one(entry, models: Path) -> bool:
-    from aniportrait_lib.model_files import check_file, human_size
+    from model_files import check_file, human_size
 
     folder = models / entry.folder
     target = folder / entry.name
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING if args.verbose else logging.ERROR, format="  (%(message)s)")
-    from aniportrait_lib.model_files import check_file, files_for
+    from model_files import check_file, files_for
 
     if args.models is not None:
         models, how = args.models, "given with --models"

@@ -128,7 +128,7 @@ def substitute(prompt: dict, names: dict[str, str]) -> None:
 
 
 def needed_files(prompt: dict) -> list:
-    from aniportrait_lib.model_files import MODEL_FILES
+    from model_files import MODEL_FILES
 
     values = {v for node in prompt.values() for v in node["inputs"].values() if isinstance(v, str)}
     return [f for f in MODEL_FILES if f.name in values]
@@ -145,7 +145,7 @@ def candidates(name: str) -> list[str]:
 
 def find_real_files(files: list, models: Path, check: bool) -> dict[str, str]:
     """Workflow name -> name present in ``models``; raises Fail listing every missing or wrong file."""
-    from aniportrait_lib.model_files import check_file, human_size
+    from model_files import check_file, human_size
 
     names, missing, wrong = {}, [], []
     for entry in files:
@@ -205,7 +205,7 @@ def place_new(folder: Path, name: str, write) -> Path:
 
 def landmarker_source(models: Path | None) -> Path | str:
     """A real face_landmarker.task to copy into the demo folder: the models folder's, the shared assets', else the URL."""
-    from aniportrait_lib.model_files import LANDMARKER_URL
+    from model_files import LANDMARKER_URL
 
     for p in ([models / "aniportrait" / "face_landmarker.task"] if models else []) + [
             Path(os.environ.get("ANIPORTRAIT_REFERENCE", REPO.parent / "shared" / "reference")).parent / "assets" / "face_landmarker.task"]:
@@ -218,7 +218,7 @@ def make_demo_files(files: list, folder: Path, models: Path | None) -> dict[str,
     """Random weights (and a copy of the real face landmarker) for ``files`` in ``folder``, under demo names."""
     import torch
 
-    from aniportrait_lib import random_weights as rw
+    from support import random_weights as rw
 
     lmk2video = {}
 

@@ -208,7 +208,7 @@ def server(tmp_path_factory):
     import torch
     from PIL import Image
 
-    from aniportrait_lib import random_weights
+    from support import random_weights
     from comfy_server import start_server, stop_server
 
     work = tmp_path_factory.mktemp("comfy")
@@ -236,7 +236,7 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def stage2_models(server):
     """Small Lmk2Video files + random full-architecture SD VAE and CLIP ViT-L (ComfyUI formats) in the server's folders."""
-    from aniportrait_lib import random_weights
+    from support import random_weights
 
     random_weights.save_lmk2video_models(server.models_dir / "aniportrait", seed=0)
     (server.models_dir / "vae").mkdir(exist_ok=True)

@@ -12,12 +12,8 @@ import math
 import numpy as np
 import torch
 
-from ..data import AudioFeatures
+from ..data import DEFAULT_FPS, SAMPLE_RATE, AudioFeatures
 
-#: wav2vec2 sample rate (Hz)
-SAMPLE_RATE = 16000
-#: the original hard-codes 30 fps for stage 1 (reference quirk 3)
-DEFAULT_FPS = 30
 #: samples the wav2vec2-base conv stack needs to emit one feature frame (receptive field, 25 ms)
 MIN_SAMPLES = 400
 

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import weights
-from ..positional import sinusoidal_table
+from ..networks.positional import sinusoidal_table
 from . import wav2vec
 
 log = logging.getLogger(__name__)

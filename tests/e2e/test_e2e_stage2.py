@@ -78,14 +78,14 @@ def test_missing_stage2_file_is_reported_once_naming_file_and_folder(stage2_mode
 @pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_audio2video_ksampler", "aniportrait_pose_template", "aniportrait_reenactment",
                                   "aniportrait_photo_paste_back", "aniportrait_dubbing"])
 def test_ui_workflows_match_their_api_twins_and_the_live_nodes(server, name):
-    """The drag-and-drop UI files are what scripts/make_ui_workflow.py makes from the API twin and /object_info."""
+    """The drag-and-drop UI files are what tests/support/make_ui_workflow.py makes from the API twin and /object_info."""
     from make_ui_workflow import api_to_ui
 
     from comfy_server import REPO_ROOT
 
     api = load_workflow(f"{name}_api.json")
     committed = json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text())
-    assert committed == api_to_ui(api, server.object_info()), f"regenerate workflows/{name}.json with scripts/make_ui_workflow.py"
+    assert committed == api_to_ui(api, server.object_info()), f"regenerate workflows/{name}.json with tests/support/make_ui_workflow.py"
     graph_nodes = [n["type"] for n in committed["nodes"] if n["type"] not in ("Note", "MarkdownNote")]  # notes are UI-only
     assert sorted(graph_nodes) == sorted(n["class_type"] for n in api.values())
 

@@ -7,7 +7,7 @@ tests queue. A screenshot at fit view of each goes to the test's temporary folde
 (the README shows those) with ANIPORTRAIT_UPDATE_DOCS=1.
 
 The browser tests run twice: in the frontend the vendored ComfyUI pins (comfyui-frontend-package 1.27.10,
-in its venv) and in the newest 1.x release on PyPI, which scripts/install_newest_frontend.py installs into
+in its venv) and in the newest 1.x release on PyPI, which tests/support/install_newest_frontend.py installs into
 a folder of its own and a second server serves with ``--front-end-root``. The versions are printed.
 """
 from __future__ import annotations

@@ -43,7 +43,7 @@ def models(tmp_path_factory) -> Path:
     """A models folder with one real-looking file (random audio2mesh.pt) and the real face landmarker; the rest missing."""
     import torch
 
-    from aniportrait_lib import random_weights
+    from support import random_weights
 
     folder = tmp_path_factory.mktemp("models")
     (folder / "aniportrait").mkdir()
@@ -76,7 +76,7 @@ def test_missing_files_fail_before_any_server_and_touch_nothing(models, demo_env
     assert proc.returncode == 1, text
     assert "Traceback" not in text
     assert "starting" not in text and time.time() - t0 < 60, "no server may start with files missing"
-    from aniportrait_lib.model_files import MODEL_FILES
+    from model_files import MODEL_FILES
 
     for entry in MODEL_FILES:
         if entry.name in ("audio2mesh.pt", "face_landmarker.task"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from aniportrait_lib import random_weights
+from support import random_weights
 from aniportrait_lib.audio import features as feats
 from aniportrait_lib.audio import inference, models, wav2vec
 from aniportrait_lib.data import AudioFeatures

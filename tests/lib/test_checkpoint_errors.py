@@ -8,9 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from aniportrait_lib import random_weights, weights
+from aniportrait_lib import weights
+from support import random_weights
 from aniportrait_lib.audio import models
-from aniportrait_lib.video import loading
+from aniportrait_lib.networks import loading
 from aniportrait_lib.weights import CheckpointError
 
 RAW_TEXTS = ("weights_only", "arbitrary code", "PytorchStreamReader", "central directory", "miniz",
@@ -178,8 +179,8 @@ def reference_manifests():
     ("reference_unet", "pose_guider"), ("denoising_unet", "audio2mesh"), ("pose_guider", "reference_unet"),
 ])
 def test_stage2_loaders_name_the_other_model_before_building_from_its_shapes(tmp_path, loader, wrong):
-    from aniportrait_lib import random_weights
-    from aniportrait_lib.video import loading
+    from support import random_weights
+    from aniportrait_lib.networks import loading
 
     files = random_weights.save_lmk2video_models(tmp_path / "lmk", seed=0)
     random_weights.save_audio_models(tmp_path / "audio")

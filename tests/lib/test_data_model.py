@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
-from aniportrait_lib import data, motion
-from aniportrait_lib.face import pose_template
+from aniportrait_lib import data
+from aniportrait_lib.motion import build as motion, pose_template
 
 from conftest import load_case
 

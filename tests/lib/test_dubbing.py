@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aniportrait_lib import dubbing
+from aniportrait_lib.motion import dubbing
 from aniportrait_lib.data import Motion
 from aniportrait_lib.face import pose_math
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from aniportrait_lib import random_weights
-from aniportrait_lib.model_files import MODEL_FILES, check_file, check_shapes, layout_digest
+from support import random_weights
+from model_files import MODEL_FILES, check_file, check_shapes, layout_digest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "fetch_models.py"
@@ -33,10 +33,10 @@ class Custom:
 def full_size_layouts() -> dict[str, dict[str, tuple[int, ...]]]:
     """Key -> shape of the six release files, from this pack's own full-size models built on the meta device."""
     from aniportrait_lib.audio import models
-    from aniportrait_lib.video import pose_guider, unet
+    from aniportrait_lib.networks import config, pose_guider, unet
 
     shapes = lambda sd: {k: tuple(v.shape) for k, v in sd.items()}  # noqa: E731
-    cfg = unet.sd15_unet_config()
+    cfg = config.sd15_unet_config()
     video = shapes(unet.build_video_unet(cfg, device="meta").state_dict())
     return {
         "audio2mesh.pt": shapes(models.release_state_dict(

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aniportrait_lib import motion_edit
+from aniportrait_lib.motion import edit as motion_edit
 from aniportrait_lib.data import Motion
 from aniportrait_lib.face.landmarker import FaceLandmarker
-from aniportrait_lib.motion import project_motion
+from aniportrait_lib.motion.build import project_motion
 
 FOREHEAD = 10  # MediaPipe's top-of-forehead vertex
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aniportrait_lib.face import pose_template
+from aniportrait_lib.motion import pose_template
 from aniportrait_lib.face.landmarker import FaceLandmarker
 
 from conftest import load_case, report

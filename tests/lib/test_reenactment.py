@@ -9,10 +9,11 @@ import pytest
 from PIL import Image
 
 from aniportrait_lib.data import Face
-from aniportrait_lib.face import pose_math, reenactment, tracking
+from aniportrait_lib.face import pose_math, tracking
+from aniportrait_lib.motion import reenactment
 from aniportrait_lib.face.landmarker import FaceLandmarker
 from aniportrait_lib.face.renderer import draw_pose_image, draw_pose_images
-from aniportrait_lib.motion import relative_to_reference
+from aniportrait_lib.motion.build import relative_to_reference
 
 from conftest import load_case, report
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from aniportrait_lib.video.context_windows import frame_coverage, uniform_context_windows
-from aniportrait_lib.video.preprocess import (
+from aniportrait_lib.sampling.context_windows import frame_coverage, uniform_context_windows
+from aniportrait_lib.sampling.preprocess import (
     CLIP_MEAN,
     CLIP_STD,
     clip_preprocess,
@@ -27,15 +27,15 @@ from aniportrait_lib.video.preprocess import (
     resize_reference,
     vae_preprocess,
 )
-from aniportrait_lib.video.reference import VAE_ERROR, embed_reference, encode_reference, prepare_reference
-from aniportrait_lib.video.sampler import (
+from aniportrait_lib.sampling.reference import VAE_ERROR, embed_reference, encode_reference, prepare_reference
+from aniportrait_lib.sampling.sampler import (
     LATENT_SCALE,
     decode_latents,
     encode_reference_latent,
     make_noise,
     sample_video,
 )
-from aniportrait_lib.video.scheduler import SCHEDULER_KWARGS, AniPortraitDDIM, make_scheduler
+from aniportrait_lib.sampling.scheduler import SCHEDULER_KWARGS, AniPortraitDDIM, make_scheduler
 
 from conftest import load_case
 from conftest import max_abs_err as _max_err
@@ -175,7 +175,7 @@ def test_context_windows_wrap_and_validation() -> None:
 # models of the pipeline case (tiny, loaded with the real loading code)
 # ------------------------------------------------------------------------------------------------------------
 def _load_pipeline_models(folder: Path, case: dict) -> Any:
-    from aniportrait_lib.video.loading import Lmk2VideoConfig, PoseGuiderConfig, load_lmk2video_models
+    from aniportrait_lib.networks.loading import Lmk2VideoConfig, PoseGuiderConfig, load_lmk2video_models
 
     p = case["params"]
     unet_cfg = json.loads((folder / "base_unet_config.json").read_text())
@@ -497,7 +497,7 @@ def test_window_batch_gives_the_same_video_in_fewer_calls(pipeline_case: tuple[P
 
 
 def test_reference_keys_values_are_projected_once_per_run(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
-    from aniportrait_lib.video.unet import ReferenceFeatures
+    from aniportrait_lib.networks.attention import ReferenceFeatures
 
     folder, case = pipeline_case
     ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 8)
@@ -558,7 +558,7 @@ def test_compiled_blocks_give_the_same_video_and_every_block_gets_compiled_code(
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from aniportrait_lib.video.compiling import compile_targets
+    from aniportrait_lib.sampling.compiling import compile_targets
 
     folder, case = pipeline_case
     ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 20)
@@ -594,7 +594,7 @@ def test_a_failing_compiler_gets_one_sentence_and_leaves_the_model_usable(pipeli
                                                                            tiny_models: Any) -> None:
     import torch._dynamo
 
-    from aniportrait_lib.video.compiling import CompileError
+    from aniportrait_lib.sampling.compiling import CompileError
 
     folder, case = pipeline_case
     ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 8)
@@ -751,7 +751,7 @@ def test_pose_cache_overflowing_to_host_memory_gives_the_same_video(pipeline_cas
 def test_pose_cache_stops_growing_beyond_both_budgets(tiny_models: Any) -> None:
     """Windows beyond the device and host budgets are not kept (computed again when used): same features,
     and the cache holds only what the budgets allow, however long the video."""
-    from aniportrait_lib.video.pose_features import PoseFeatureCache
+    from aniportrait_lib.sampling.pose_features import PoseFeatureCache
 
     poses = np.random.default_rng(0).integers(0, 255, size=(12, 64, 64, 3), dtype=np.uint8)
     cache = PoseFeatureCache(tiny_models.pose_guider, poses, (64, 64), 1, torch.device("cpu"), torch.float32,
@@ -852,7 +852,7 @@ def test_reference_encoder_checks() -> None:
 
 
 def test_check_inputs_messages() -> None:
-    from aniportrait_lib.video.sampler import check_inputs
+    from aniportrait_lib.sampling.sampler import check_inputs
 
     ok = dict(width=64, height=64, num_frames=3, steps=2, cfg=3.5, context_frames=16, context_overlap=4)
     check_inputs(**ok)
@@ -869,7 +869,7 @@ def test_check_inputs_messages() -> None:
 
 
 def test_estimate_memory() -> None:
-    from aniportrait_lib.video.sampler import estimate_memory
+    from aniportrait_lib.sampling.sampler import estimate_memory
 
     # CFG batch 2 x min(frames, window) 16 x 64x64 latent x 320 x 64 x 2 bytes (fp16)
     assert estimate_memory(48, 512, 512, 3.5, 16, torch.float16) == 2 * 16 * 64 * 64 * 320 * 64 * 2
@@ -903,7 +903,7 @@ def test_landmarks_give_the_latents_of_their_rendered_pose_images(pipeline_case:
     """Landmarks drawn per window by the sampler = every pose image rendered first, bit for bit (both resized
     from the landmarks' size to the case's 72x72); each frame is drawn once per window, one window at a time."""
     from aniportrait_lib.face.renderer import draw_pose_images
-    from aniportrait_lib.video.pose_source import LandmarkPoseFrames
+    from aniportrait_lib.sampling.pose_source import LandmarkPoseFrames
 
     folder, case = pipeline_case
     n_frames, steps = 20, 2
@@ -929,7 +929,7 @@ def test_landmarks_give_the_latents_of_their_rendered_pose_images(pipeline_case:
 def test_long_landmark_clip_renders_one_window_at_a_time(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
     """A longer clip (100 frames, 9 windows): never more than one window (16 frames) drawn per call, each window
     drawn once; the host holds 16 frames instead of 100."""
-    from aniportrait_lib.video.pose_source import LandmarkPoseFrames
+    from aniportrait_lib.sampling.pose_source import LandmarkPoseFrames
 
     folder, case = pipeline_case
     n_frames = 100
@@ -947,7 +947,7 @@ def test_long_landmark_clip_renders_one_window_at_a_time(pipeline_case: tuple[Pa
 def test_pose_sources_hand_out_frames_by_index() -> None:
     from aniportrait_lib.data import Landmarks
     from aniportrait_lib.face.renderer import draw_pose_images
-    from aniportrait_lib.video.pose_source import ArrayPoseFrames, LandmarkPoseFrames, as_pose_frames, pick_pose_input
+    from aniportrait_lib.sampling.pose_source import ArrayPoseFrames, LandmarkPoseFrames, as_pose_frames, pick_pose_input
 
     frames = np.random.default_rng(0).integers(0, 256, size=(5, 16, 24, 3), dtype=np.uint8)
     array = as_pose_frames(frames)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from aniportrait_lib import random_weights, weights
+from aniportrait_lib import weights
+from support import random_weights
 from aniportrait_lib.data import AudioFeatures
 from aniportrait_lib.audio import features as feats
 from aniportrait_lib.audio import inference, models

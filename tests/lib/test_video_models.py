@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from aniportrait_lib.video.loading import (
+from aniportrait_lib.networks.loading import (
     Lmk2VideoConfig,
     PoseGuiderConfig,
     load_lmk2video_models,
@@ -22,9 +22,9 @@ from aniportrait_lib.video.loading import (
     load_reference_unet,
     load_video_unet,
 )
-from aniportrait_lib.video.pose_guider import build_pose_guider
-from aniportrait_lib.video.preprocess import prepare_pose_tensor as pose_images_to_input
-from aniportrait_lib.video.unet import build_reference_unet, build_video_unet, is_motion_key
+from aniportrait_lib.networks.pose_guider import build_pose_guider
+from aniportrait_lib.sampling.preprocess import prepare_pose_tensor as pose_images_to_input
+from aniportrait_lib.networks.unet import build_reference_unet, build_video_unet, is_motion_key
 from aniportrait_lib.weights import CheckpointError
 from conftest import load_case, manifest, reference_dir
 from conftest import max_abs_err as max_err

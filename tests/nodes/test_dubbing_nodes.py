@@ -32,7 +32,7 @@ def test_align_video_to_audio_per_rule(nodes):
 
 def test_video_head_motion_follows_the_real_head(nodes):
     from aniportrait_pack.aniportrait_lib.data import Motion
-    from aniportrait_pack.aniportrait_lib.motion import project_motion
+    from aniportrait_pack.aniportrait_lib.motion.build import project_motion
 
     dubbing, face_nodes, landmarker = nodes
     frames = torch.from_numpy(real_clip_frames("api_kling_avatar2-1.webp", 12)).float().div(255.0)

@@ -1,6 +1,6 @@
 """The AniPortrait MODEL on ComfyUI's own samplers, in-process with real core nodes and types.
 
-Random tiny weights in the release layout (``aniportrait_lib.random_weights``), 64x64, CPU. The pack's own
+Random tiny weights in the release layout (``support.random_weights``), 64x64, CPU. The pack's own
 sampler (the golden-exact path) is what every native result is compared with.
 
 Equivalence tolerance: core samples in sigma space, where the zero-terminal-SNR schedule starts at
@@ -33,8 +33,8 @@ def setup(pack):
     import comfy.sd
     import comfy.utils
 
-    from aniportrait_lib import random_weights
-    from aniportrait_lib.video.loading import RELEASED_FILES
+    from support import random_weights
+    from aniportrait_lib.networks.loading import RELEASED_FILES
 
     folder = pack.work_dir / "models"
     vae_path = folder / "sd-vae.safetensors"
@@ -80,7 +80,7 @@ def _own_sampler(own, cond, steps=STEPS, cfg=CFG):
     """The pack's own sampler on the same conditioning and the same noise as KSampler (raw VAE space)."""
     import comfy.sample
 
-    from aniportrait_lib.video import sampler
+    from aniportrait_lib.sampling import sampler
 
     positive, _, latent = cond
     embeds, extra = positive[0]
@@ -148,7 +148,7 @@ def test_40_frames_with_the_original_windows_match_the_own_sampler(pack, setup) 
 def test_core_context_windows_slide_per_step_and_cover_every_frame(pack, setup) -> None:
     """Core Context Windows (Manual), looped_uniform 16/4 closed loop, dim 2: step 0 uses the original's windows,
     later steps shift them (core passes the step index to the schedule; the original always passed 0)."""
-    from aniportrait_lib.video.context_windows import uniform_context_windows
+    from aniportrait_lib.sampling.context_windows import uniform_context_windows
 
     _, _, model, own = setup
     cond = _conditioning(pack, setup, LONG)
@@ -311,8 +311,8 @@ def test_full_size_layers_keep_the_release_keys_after_replacement() -> None:
     """Full-size video UNet on ``meta``: swapping in host layer classes leaves every key and shape unchanged."""
     from torch import nn
 
-    from aniportrait_lib.video import unet
-    from aniportrait_lib.video.layers import replace_layers
+    from aniportrait_lib.networks import unet
+    from aniportrait_lib.networks.layers import replace_layers
 
     class HostLinear(nn.Linear):
         pass

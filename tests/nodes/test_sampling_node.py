@@ -1,7 +1,7 @@
 """The Lmk2Video Sampler node in-process, with real ComfyUI types: core ``comfy.sd.VAE`` and CLIP vision
 models, Lmk2Video models loaded through the pack's loader node, on the CPU.
 
-Weights are random (``aniportrait_lib.random_weights``); the tests check the node's plumbing and its
+Weights are random (``support.random_weights``); the tests check the node's plumbing and its
 messages, the numbers are the library's (tests/lib/test_sampler.py).
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ def comfy_models(pack):
     import comfy.sd
     import comfy.utils
 
-    from aniportrait_lib import random_weights
-    from aniportrait_lib.video.loading import RELEASED_FILES
+    from support import random_weights
+    from aniportrait_lib.networks.loading import RELEASED_FILES
 
     folder = pack.work_dir / "models"
     vae_path = random_weights.save_sd_vae(folder / "sd-vae.safetensors")
@@ -136,7 +136,7 @@ def test_weight_dtype_falls_back_when_comfyui_answers_fp8(pack, comfy_models, mo
     """``--fp8_e4m3fn-unet`` makes ComfyUI answer fp8, which plain torch layers cannot run."""
     import comfy.model_management as mm
 
-    from aniportrait_lib.video.loading import RELEASED_FILES
+    from aniportrait_lib.networks.loading import RELEASED_FILES
 
     adapter = pack.nodes.comfy_adapter
     monkeypatch.setattr(mm, "unet_dtype", lambda *args, **kwargs: torch.float8_e4m3fn)
@@ -237,7 +237,7 @@ def test_window_batch_input_gives_the_same_latents(pack, comfy_models) -> None:
 def test_compile_input_runs_inductor_code_and_gives_the_same_latents(pack, comfy_models) -> None:
     """The real default backend end to end: inductor generates and builds C++ for the CPU here (a GPU build uses
     Triton); the blocks' float sums run in another order, so the latents agree up to rounding."""
-    from aniportrait_pack.aniportrait_lib.video.compiling import compile_targets
+    from aniportrait_pack.aniportrait_lib.sampling.compiling import compile_targets
 
     vae, clip, models = comfy_models
     plain = _execute(pack, vae, clip, models).args[0]["samples"]

@@ -20,7 +20,7 @@ def _image(array: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def nodes(pack):
-    from aniportrait_pack.aniportrait_lib import random_weights
+    from support import random_weights
     from aniportrait_pack.nodes import audio, face, loaders, motion
 
     folder = pack.work_dir / "models" / "aniportrait"

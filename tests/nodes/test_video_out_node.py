@@ -14,7 +14,7 @@ def vae(pack):
     import comfy.sd
     import comfy.utils
 
-    from aniportrait_lib import random_weights
+    from support import random_weights
 
     path = random_weights.save_sd_vae(pack.work_dir / "models" / "video-out-vae.safetensors")
     return comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(path)))
