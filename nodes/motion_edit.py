@@ -60,7 +60,8 @@ class ShiftMotion(io.ComfyNode):
             inputs=[
                 sockets.Motion.Input("motion"),
                 io.Int.Input("offset_frames", default=0, min=-600, max=600,
-                             tooltip="Positive = the face moves later (the first frame is held), negative = earlier (the first frames are dropped)."),
+                             tooltip="Positive = the face moves later (the first frame is held), negative = earlier (the first frames are dropped). "
+                                     "With keep_length, less than the clip's length minus one either way (more would hold one frame throughout)."),
                 io.Boolean.Input("keep_length", default=True,
                                  tooltip="Keep the frame count (stays in step with the audio): a later motion loses frames at the end, an earlier one holds its last frame."),
                 io.Int.Input("trim_start", default=0, min=0, max=100000, tooltip="Frames dropped from the beginning (after the shift)."),

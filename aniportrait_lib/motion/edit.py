@@ -203,10 +203,19 @@ def shift_motion(motion: Motion, offset_frames: int, keep_length: bool = True) -
     the first ``-offset_frames`` frames are dropped. With ``keep_length`` the result keeps the input's
     frame count (so it stays in step with its audio): a later motion loses frames at the end, an
     earlier one holds its last frame. Without it the motion grows or shrinks by the offset.
+
+    With ``keep_length``, an offset of the whole clip (``|offset| >= num_frames - 1``) would leave
+    only held copies of one end frame, a still face; that is refused.
     """
     if int(offset_frames) != offset_frames:
         raise ValueError(f"offset_frames must be a whole number, got {offset_frames}")
     offset, n = int(offset_frames), motion.num_frames
+    if keep_length and offset != 0 and n > 1 and abs(offset) >= n - 1:
+        end = "first" if offset > 0 else "last"
+        allowed = "0" if n == 2 else f"from {-(n - 2)} to {n - 2}"
+        raise ValueError(f"offset_frames={offset} with keep_length on shifts all movement out of the {n}-frame "
+                         f"motion, so every frame would be a held copy of its {end} frame (a still face); "
+                         f"use offset_frames {allowed}, or turn keep_length off")
     if not keep_length and offset <= -n:
         raise ValueError(f"offset_frames={offset} drops all {n} frames of the motion")
     length = n if keep_length else n + offset

@@ -140,6 +140,16 @@ def test_shift_keeps_length_and_holds_the_ends(face):
     assert _unchanged(motion_edit.shift_motion(motion, 0), motion)
 
 
+def test_shift_by_up_to_two_frames_short_of_the_clip_still_moves(face):
+    motion = _motion(face, frames=10)
+    later = motion_edit.shift_motion(motion, 8)  # the largest offset that keep_length allows: frame 1 at the end
+    assert np.array_equal(later.meshes[9], motion.meshes[1])
+    earlier = motion_edit.shift_motion(motion, -8)
+    assert np.array_equal(earlier.meshes[0], motion.meshes[8]) and np.array_equal(earlier.meshes[1], motion.meshes[9])
+    single = Motion(motion.meshes[:1], motion.poses[:1], motion.fps)  # one frame is still either way
+    assert _unchanged(motion_edit.shift_motion(single, 5), single)
+
+
 def test_shift_without_keeping_length_grows_or_shrinks(face):
     motion = _motion(face, frames=10)
     later = motion_edit.shift_motion(motion, 3, keep_length=False)
@@ -257,6 +267,14 @@ def test_blink_strength_scales_the_closure(face):
     (lambda f, m: motion_edit.scale_head_motion(m, rotation_scale=-0.5), r"^head_rotation_scale must be a number >= 0, got -0.5$"),
     (lambda f, m: motion_edit.smooth_meshes(m, 0), r"^mesh_smoothing must be a whole number of frames >= 1, got 0$"),
     (lambda f, m: motion_edit.shift_motion(m, -10, keep_length=False), r"^offset_frames=-10 drops all 10 frames of the motion$"),
+    (lambda f, m: motion_edit.shift_motion(m, 60),
+     r"^offset_frames=60 with keep_length on shifts all movement out of the 10-frame motion, so every frame would "
+     r"be a held copy of its first frame \(a still face\); use offset_frames from -8 to 8, or turn keep_length off$"),
+    (lambda f, m: motion_edit.shift_motion(m, -9),
+     r"^offset_frames=-9 with keep_length on shifts all movement out of the 10-frame motion, so every frame would "
+     r"be a held copy of its last frame \(a still face\); use offset_frames from -8 to 8, or turn keep_length off$"),
+    (lambda f, m: motion_edit.shift_motion(Motion(m.meshes[:2], m.poses[:2], m.fps), 1),
+     r"^offset_frames=1 with keep_length on shifts all movement out of the 2-frame motion, .* use offset_frames 0, or turn keep_length off$"),
     (lambda f, m: motion_edit.trim_motion(m, 6, 4), r"^trim_start=6 and trim_end=4 remove all 10 frames of the motion$"),
     (lambda f, m: motion_edit.trim_motion(m, -1, 0), r"^trim_start and trim_end must be whole numbers of frames >= 0, got -1 and 0$"),
     (lambda f, m: motion_edit.keyframes(m, 0), r"^every must be a whole number of frames >= 1, got 0$"),

@@ -13,7 +13,8 @@ def _ui_text(output) -> str:
 
 @pytest.fixture(scope="module")
 def lib(pack):
-    from aniportrait_pack.aniportrait_lib import data, motion, motion_edit
+    from aniportrait_pack.aniportrait_lib import data
+    from aniportrait_pack.aniportrait_lib.motion import build as motion, edit as motion_edit
     from aniportrait_pack.aniportrait_lib.face.landmarker import FaceLandmarker
     from aniportrait_pack.nodes import motion_edit as nodes
 
@@ -102,5 +103,9 @@ def test_bad_inputs_are_plain_value_errors(lib, face, motion):
     with pytest.raises(ValueError, match=r"^trim_start=200 and trim_end=100 remove all 300 frames of the motion$") as info:
         lib.nodes.ShiftMotion.execute(motion, 0, True, 200, 100)
     assert type(info.value) is ValueError
+    with pytest.raises(ValueError, match=r"^offset_frames=300 with keep_length on shifts all movement out of the "
+                                         r"300-frame motion, so every frame would be a held copy of its first frame "
+                                         r"\(a still face\); use offset_frames from -298 to 298, or turn keep_length off$"):
+        lib.nodes.ShiftMotion.execute(motion, 300, True, 0, 0)
     with pytest.raises(ValueError, match=r"^60 blinks per minute of 30 frames each at 30 fps leave no open-eye time"):
         lib.nodes.AddBlinks.execute(face, motion, 60.0, 30, 0, 1.0)
