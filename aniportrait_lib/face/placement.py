@@ -132,7 +132,10 @@ def five_points_from_box(box) -> np.ndarray:
 
 
 def _numbers(text: str) -> list[float]:
-    """Numbers from ``"1,2; 3,4"``, ``"1 2 3 4"``, JSON ``[[1,2],...]`` or ``[{"x":1,"y":2},...]`` (points editors)."""
+    """Numbers from ``"1,2; 3,4"``, ``"1 2 3 4"``, JSON ``[[1,2],...]`` or ``[{"x":1,"y":2},...]`` (points editors).
+
+    A value that is not a finite number (``x``, ``nan``, ``inf``, a JSON string) is named with its position.
+    """
     text = str(text).strip()
     if text.startswith(("[", "{")):
         try:
@@ -141,7 +144,7 @@ def _numbers(text: str) -> list[float]:
             raise ValueError("not valid JSON") from None
         if isinstance(data, dict):
             data = [data]
-        values: list[float] = []
+        values: list = []
         for item in data:
             if isinstance(item, dict):
                 if "x" not in item or "y" not in item:
@@ -151,24 +154,31 @@ def _numbers(text: str) -> list[float]:
                 values += list(item)
             else:
                 values.append(item)
-        try:
-            return [float(v) for v in values]
-        except (TypeError, ValueError):
-            raise ValueError("the JSON holds something other than numbers") from None
+        return _finite(values, [json.dumps(v) for v in values])
     tokens = [t for t in re.split(r"[\s,;()\[\]]+", text) if t]
-    try:
-        return [float(t) for t in tokens]
-    except ValueError:
-        bad = next(t for t in tokens if not _is_number(t))
-        raise ValueError(f"'{bad}' is not a number") from None
+    return _finite(tokens, [f"'{t}'" for t in tokens])
 
 
-def _is_number(token: str) -> bool:
+def _finite(values: list, shown: list[str]) -> list[float]:
+    """``values`` as floats; the first that is not a finite number raises, named by ``shown`` and its position."""
+    numbers = []
+    for i, (value, text) in enumerate(zip(values, shown), 1):
+        number = _to_float(value)
+        if number is None or math.isnan(number):
+            raise ValueError(f"value {i}, {text}, is not a number")
+        if not math.isfinite(number):
+            raise ValueError(f"value {i}, {text}, is not a finite number")
+        numbers.append(number)
+    return numbers
+
+
+def _to_float(value) -> float | None:
+    if isinstance(value, bool):
+        return None
     try:
-        float(token)
-        return True
-    except ValueError:
-        return False
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def parse_points(text: str) -> np.ndarray:
@@ -177,7 +187,7 @@ def parse_points(text: str) -> np.ndarray:
         values = _numbers(text)
     except ValueError as e:
         raise ValueError(f"the points could not be read ({e}); give {POINTS_FORMAT}.") from None
-    if len(values) != 10 or not all(math.isfinite(v) for v in values):
+    if len(values) != 10:
         raise ValueError(f"the points text holds {len(values)} numbers; give {POINTS_FORMAT}.")
     return np.array(values, dtype=np.float64).reshape(5, 2)
 
@@ -188,7 +198,7 @@ def parse_box(text: str) -> np.ndarray:
         values = _numbers(text)
     except ValueError as e:
         raise ValueError(f"the box could not be read ({e}); give {BOX_FORMAT}.") from None
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+    if len(values) != 4:
         raise ValueError(f"the box text holds {len(values)} numbers; give {BOX_FORMAT}.")
     return np.array(values, dtype=np.float64)
 

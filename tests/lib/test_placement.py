@@ -140,7 +140,11 @@ def test_parse_points_formats(text):
 
 @pytest.mark.parametrize("text,message", [
     ("10,20; 30,20", r"^the points text holds 4 numbers; give five points 'x,y; x,y; x,y; x,y; x,y' in pixels"),
-    ("10,20; 30,x; 1,2; 3,4; 5,6", r"^the points could not be read \('x' is not a number\); give five points"),
+    ("10,20; 30,x; 1,2; 3,4; 5,6", r"^the points could not be read \(value 4, 'x', is not a number\); give five points"),
+    ("10,20; 30,nan; 1,2; 3,4; 5,6", r"^the points could not be read \(value 4, 'nan', is not a number\); give five points"),
+    ("10,20; 30,20; 1,2; 3,4; 5,-inf", r"^the points could not be read \(value 10, '-inf', is not a finite number\); give five points"),
+    ("[[10,20],[30,NaN],[1,2],[3,4],[5,6]]", r"^the points could not be read \(value 4, NaN, is not a number\); give five points"),
+    ('[{"x": 10, "y": "top"}]', r'^the points could not be read \(value 2, "top", is not a number\); give five points'),
     ("", r"^the points text holds 0 numbers"),
     ("[{\"x\": 1}]", r"^the points could not be read \(a JSON point lacks x or y\)"),
 ])
@@ -153,6 +157,8 @@ def test_parse_box_and_mask():
     np.testing.assert_array_equal(pl.parse_box("1, 2, 30, 40"), [1, 2, 30, 40])
     with pytest.raises(ValueError, match=r"^the box text holds 3 numbers; give a box 'x0,y0,x1,y1' in pixels"):
         pl.parse_box("1,2,3")
+    with pytest.raises(ValueError, match=r"^the box could not be read \(value 3, 'nan', is not a number\); give a box 'x0,y0,x1,y1'"):
+        pl.parse_box("1,2,nan,4")
     mask = np.zeros((50, 60))
     mask[10:30, 5:25] = 1
     np.testing.assert_array_equal(pl.box_from_mask(mask), [5, 10, 25, 30])

@@ -65,6 +65,8 @@ def test_box_and_mask(nodes, landmarker):
 
 @pytest.mark.parametrize("mode,text,message", [
     ("points", "1,2,3", r"^the points text holds 3 numbers; give five points 'x,y; x,y; x,y; x,y; x,y' in pixels"),
+    ("points", "100,100; 200,100; 150,nan; 120,200; 180,200",
+     r"^the points could not be read \(value 6, 'nan', is not a number\); give five points 'x,y; x,y; x,y; x,y; x,y' in pixels"),
     ("points", "100,100; 200,100; 150,150; 120,200; 180,600", r"^the right mouth corner \(180,600\) lies outside the 512x512 image"),
     ("points", "100,100; 101,100; 150,150; 120,200; 180,200", r"^the two eye centres are 1\.0 px apart"),
     ("points", "200,100; 100,100; 150,150; 180,200; 120,200", r"^the points are not in face order"),
