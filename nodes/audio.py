@@ -8,7 +8,7 @@ from ..aniportrait_lib.audio import features, inference
 from ..aniportrait_lib.audio import models as audio_models
 from ..aniportrait_lib.face import pose_math
 from . import comfy_adapter as comfy
-from . import sockets
+from . import schema, sockets
 
 
 class AudioFeatures(io.ComfyNode):
@@ -17,7 +17,7 @@ class AudioFeatures(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitAudioFeatures",
             display_name="AniPortrait Audio Features",
-            category=comfy.CATEGORY,
+            category=schema.AUDIO,
             description="Prepares a core AUDIO clip for AniPortrait's wav2vec2 encoders: mono, 16 kHz, whole-clip normalisation, frame count at the video fps.",
             inputs=[
                 io.Audio.Input("audio", tooltip="Speech (the first clip of a batch is used)."),
@@ -42,7 +42,7 @@ class Audio2Mesh(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitAudio2Mesh",
             display_name="AniPortrait Audio2Mesh",
-            category=comfy.CATEGORY,
+            category=schema.AUDIO,
             description="Predicts the per-frame 3D face mesh (lip and expression motion) from audio; head pose starts neutral.",
             inputs=[
                 sockets.Audio2MeshModel.Input("audio2mesh"), sockets.AudioFeatures.Input("audio_features"), sockets.Face.Input("face"),
@@ -69,7 +69,7 @@ class Audio2Pose(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitAudio2Pose",
             display_name="AniPortrait Audio2Pose",
-            category=comfy.CATEGORY,
+            category=schema.AUDIO,
             description="Predicts head motion from audio (autoregressive), then halves rotations and smooths like the original.",
             inputs=[
                 sockets.Audio2PoseModel.Input("audio2pose"),

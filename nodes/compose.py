@@ -4,11 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..aniportrait_lib import compose, imaging
-from ..aniportrait_lib.face import tracking
 from . import comfy_adapter as comfy
-from . import sockets
-
-CATEGORY = f"{comfy.CATEGORY}/compose"
+from . import schema, sockets
 
 
 class FaceCrop(io.ComfyNode):
@@ -17,15 +14,14 @@ class FaceCrop(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitFaceCrop",
             display_name="AniPortrait Face Crop",
-            category=CATEGORY,
+            category=schema.COMPOSE,
             description="Crops the face of a photo or video at the generation size, framed like AniPortrait's training crops "
                         "(face centred, face box about half the crop width, eyes at ~40% height); for video the crop follows the "
                         "head, smoothed. The crop info lets AniPortrait Paste Back put generated frames back.",
             inputs=[
                 sockets.FaceLandmarkerModel.Input("face_landmarker"),
                 io.Image.Input("image", tooltip="A photo or video frames."),
-                io.Int.Input("width", default=512, min=comfy.MIN_SIZE, max=comfy.MAX_SIZE, step=8, tooltip="Crop width (multiple of 8)."),
-                io.Int.Input("height", default=512, min=comfy.MIN_SIZE, max=comfy.MAX_SIZE, step=8, tooltip="Crop height (multiple of 8)."),
+                *schema.video_size(),
                 io.Float.Input("scale", default=compose.DEFAULT_SCALE, min=1.0, max=6.0, step=0.05,
                                tooltip="Crop width / face size (face size = mean of the landmark box's width and height). "
                                        "2.0 puts the face box at about half the crop width."),
@@ -34,9 +30,7 @@ class FaceCrop(io.ComfyNode):
                                        "0 centres the face box, which puts the eyes at about 40% of the height."),
                 io.Int.Input("smoothing", default=compose.DEFAULT_SMOOTHING, min=1, max=61,
                              tooltip="Centred moving average of the crop's centre and size over this many frames (1 = off)."),
-                io.Combo.Input("on_missing", options=list(tracking.ON_MISSING), default="interpolate",
-                               tooltip="Frames where no face is found: interpolate = the face and crop between the nearest frames "
-                                       "with a face (held at the ends), hold = repeat the last, stop = end at the first such frame."),
+                schema.on_missing(),
                 io.Combo.Input("pad", options=list(compose.PAD_MODES), default="edge",
                                tooltip="Parts of the crop outside the image: edge = repeat the border pixels, constant = black."),
             ],
@@ -58,7 +52,7 @@ class PasteBack(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitPasteBack",
             display_name="AniPortrait Paste Back",
-            category=CATEGORY,
+            category=schema.COMPOSE,
             description="Puts generated face frames back into the original photo or video at its full resolution, "
                         "blended with a feathered mask; also outputs the mask.",
             inputs=[

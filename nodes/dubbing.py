@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from ..aniportrait_lib.motion import dubbing
 from ..aniportrait_lib.face import tracking
 from . import comfy_adapter as comfy
-from . import sockets
+from . import schema, sockets
 
 LENGTH_RULE_TOOLTIP = ("When audio and video differ in length: loop = the video runs back and forth for the whole audio, "
                        "hold = the last video frame is held, trim = the longer one is cut to the shorter.")
@@ -19,12 +19,12 @@ class AlignVideoToAudio(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitAlignVideoToAudio",
             display_name="AniPortrait Align Video To Audio",
-            category=f"{comfy.CATEGORY}/dubbing",
+            category=schema.MOTION,
             description="Puts a video's frames on the timeline of new speech at the stage-1 frame rate (nearest frame in time), "
                         "so every later node works frame by frame on the dubbed video.",
             inputs=[
                 io.Image.Input("frames", tooltip="The source video's frames (Get Video Components)."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.01, tooltip="The source video's frame rate."),
+                schema.source_fps(25.0),
                 io.Audio.Input("audio", tooltip="The new speech."),
                 io.Combo.Input("length_rule", options=list(dubbing.LENGTH_RULES), default="loop", tooltip=LENGTH_RULE_TOOLTIP),
                 io.Float.Input("out_fps", default=30.0, min=1.0, max=60.0, step=1.0, tooltip="Frame rate of the dubbed video (the released models: 30)."),
@@ -49,7 +49,7 @@ class VideoHeadMotion(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitVideoHeadMotion",
             display_name="AniPortrait Video Head Motion",
-            category=f"{comfy.CATEGORY}/dubbing",
+            category=schema.MOTION,
             description="Gives a motion (e.g. Audio2Mesh's mouth and expression) the head pose of each video frame, frame by frame: "
                         "the frames must be framed like the reference (crops from AniPortrait Face Crop) and as many as the motion has.",
             inputs=[
@@ -57,8 +57,7 @@ class VideoHeadMotion(io.ComfyNode):
                 io.Image.Input("frames", tooltip="Aligned video frames, cropped like the reference (AniPortrait Face Crop)."),
                 sockets.Face.Input("face", tooltip="The reference face (Face Analysis of one of these crops)."),
                 sockets.Motion.Input("motion", tooltip="The motion to give the video's head pose (Audio2Mesh)."),
-                io.Combo.Input("on_missing", options=list(tracking.ON_MISSING), default="interpolate",
-                               tooltip="Frames where no face is found: interpolate between neighbours, hold the last, or stop."),
+                schema.on_missing(),
             ],
             outputs=[sockets.Motion.Output("posed_motion", display_name="motion")],
         )

@@ -6,15 +6,7 @@ from comfy_api.latest import io
 from ..aniportrait_lib.face import analysis, tracking
 from ..aniportrait_lib.motion import pose_template, reenactment
 from . import comfy_adapter as comfy
-from . import sockets
-
-ON_MISSING_TOOLTIP = ("Frames where no face is found: interpolate = between the nearest frames with a face (held at the ends), "
-                      "hold = repeat the last face, stop = end at the first such frame (the original's behaviour).")
-
-
-def _on_missing_input() -> io.Combo.Input:
-    return io.Combo.Input("on_missing", options=list(tracking.ON_MISSING), default="interpolate", tooltip=ON_MISSING_TOOLTIP)
-
+from . import schema, sockets
 
 def _track(face_landmarker, frames, what: str, on_missing: str) -> tracking.TrackedFaces:
     images = comfy.image_batch_to_uint8(frames, what)
@@ -27,15 +19,12 @@ class FaceAnalysis(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitFaceAnalysis",
             display_name="AniPortrait Face Analysis",
-            category=comfy.CATEGORY,
+            category=schema.FACE,
             description="Finds the face in the reference photo: 478 landmarks, the canonical 3D mesh, head transform and blendshapes; also draws the reference pose image.",
             inputs=[
                 sockets.FaceLandmarkerModel.Input("face_landmarker"),
                 io.Image.Input("image", tooltip="Reference portrait (the first image of a batch is used)."),
-                io.Int.Input("width", default=0, min=0, max=comfy.MAX_SIZE, step=8, optional=True,
-                             tooltip="0 = analyse the photo as it is. Otherwise resize it to the video size first (as the original did), "
-                                     "so that landmarks match the photo the sampler stretches to width x height."),
-                io.Int.Input("height", default=0, min=0, max=comfy.MAX_SIZE, step=8, optional=True, tooltip="See width."),
+                *schema.resize_to_video_size(),
             ],
             outputs=[sockets.Face.Output("face"), io.Image.Output("reference_pose")],
         )
@@ -54,17 +43,17 @@ class FaceReenactment(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitFaceReenactment",
             display_name="AniPortrait Face Reenactment",
-            category=comfy.CATEGORY,
+            category=schema.MOTION,
             description="A source video's face as a motion of the reference face: expressions relative to the source's most neutral "
                         "frame, the source's head rotation, translation re-anchored on the reference. Project and render it like any motion.",
             inputs=[
                 sockets.FaceLandmarkerModel.Input("face_landmarker"),
                 io.Image.Input("source_frames", tooltip="Frames of the driving video (e.g. core Get Video Components)."),
                 sockets.Face.Input("face", tooltip="The reference face (AniPortrait Face Analysis)."),
-                io.Float.Input("fps", default=30.0, min=1.0, max=240.0, step=0.01, tooltip="Frame rate of the source video (Get Video Components' fps)."),
+                schema.source_fps(30.0),
                 io.Int.Input("smoothing_window", default=reenactment.REENACTMENT_SMOOTHING_WINDOW, min=1, max=61,
                              tooltip="Moving average over head poses in frames (the original uses 3)."),
-                _on_missing_input(),
+                schema.on_missing(),
             ],
             outputs=[sockets.Motion.Output("motion")],
         )
@@ -83,15 +72,15 @@ class VideoPoseTemplate(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitVideoPoseTemplate",
             display_name="AniPortrait Video Pose Template",
-            category=comfy.CATEGORY,
+            category=schema.MOTION,
             description="Extracts the head motion of a video (relative to its first frame, resampled to 30 fps, smoothed) as a pose template.",
             inputs=[
                 sockets.FaceLandmarkerModel.Input("face_landmarker"),
                 io.Image.Input("frames", tooltip="Video frames, e.g. from core Get Video Components."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.01, tooltip="Frame rate of the video (connect Get Video Components' fps)."),
+                schema.source_fps(25.0),
                 io.Int.Input("smoothing_window", default=pose_template.TEMPLATE_SMOOTHING_WINDOW, min=1, max=61,
                              tooltip="Moving-average window in frames at 30 fps (the original uses 5)."),
-                _on_missing_input(),
+                schema.on_missing(),
             ],
             outputs=[sockets.PoseTemplate.Output("pose_template")],
         )

@@ -11,7 +11,7 @@ from ..aniportrait_lib import data
 from ..aniportrait_lib.motion import build as motion_steps
 from ..aniportrait_lib.face import analysis, renderer
 from . import comfy_adapter as comfy
-from . import sockets
+from . import schema, sockets
 
 
 class ApplyPoseTemplate(io.ComfyNode):
@@ -20,7 +20,7 @@ class ApplyPoseTemplate(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitApplyPoseTemplate",
             display_name="AniPortrait Apply Pose Template",
-            category=comfy.CATEGORY,
+            category=schema.MOTION,
             description="Replaces the head poses of a motion by a template, looped back and forth to the clip's length (no halving, no smoothing, as the original).",
             inputs=[sockets.Motion.Input("motion"), sockets.PoseTemplate.Input("pose_template")],
             outputs=[sockets.Motion.Output("posed_motion", display_name="motion")],
@@ -38,7 +38,7 @@ class SavePoseTemplate(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitSavePoseTemplate",
             display_name="AniPortrait Save Pose Template",
-            category=comfy.CATEGORY,
+            category=schema.MOTION,
             description="Saves a pose template as .npy in the output folder, never over an existing file "
                         "(copy it to models/aniportrait/pose_templates to load it again).",
             inputs=[sockets.PoseTemplate.Input("pose_template"), io.String.Input("filename_prefix", default="aniportrait/pose_template")],
@@ -60,13 +60,12 @@ class ProjectLandmarks(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitProjectLandmarks",
             display_name="AniPortrait Project Landmarks",
-            category=comfy.CATEGORY,
+            category=schema.MOTION,
             description="Projects the per-frame meshes through the reference head transform and the poses to 2D landmarks (63 deg camera).",
             inputs=[
                 sockets.Face.Input("face"),
                 sockets.Motion.Input("motion"),
-                io.Int.Input("width", default=512, min=comfy.MIN_SIZE, max=comfy.MAX_SIZE, step=8, tooltip="Video width in pixels (multiple of 8)."),
-                io.Int.Input("height", default=512, min=comfy.MIN_SIZE, max=comfy.MAX_SIZE, step=8, tooltip="Video height in pixels (multiple of 8)."),
+                *schema.video_size(),
             ],
             outputs=[sockets.Landmarks.Output("landmarks")],
         )
@@ -84,7 +83,7 @@ class RenderPoseImages(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitRenderPoseImages",
             display_name="AniPortrait Render Pose Images",
-            category=comfy.CATEGORY,
+            category=schema.MOTION,
             description="Draws the lip-coloured landmark images the video model is conditioned on. Channels are stored as the model saw them in training (the original's BGR array), so colours look swapped in previews.",
             inputs=[sockets.Landmarks.Input("landmarks")],
             outputs=[io.Image.Output("pose_images")],

@@ -10,7 +10,7 @@ from comfy_api.latest import io
 
 from ..aniportrait_lib.motion import edit as motion_edit
 from . import comfy_adapter as comfy
-from . import sockets
+from . import schema, sockets
 
 
 def _strength(name: str, tooltip: str, maximum: float = 3.0) -> io.Float.Input:
@@ -23,7 +23,7 @@ class EditMotion(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitEditMotion",
             display_name="AniPortrait Edit Motion",
-            category=comfy.CATEGORY,
+            category=schema.MOTION,
             description="Scales a motion's lip movement, its whole expression and its head motion, or freezes the head, "
                         "and smooths the meshes over time. Expression is measured from the reference face's own mesh. "
                         "All defaults give the motion back unchanged.",
@@ -55,7 +55,7 @@ class ShiftMotion(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitShiftMotion",
             display_name="AniPortrait Shift Motion",
-            category=comfy.CATEGORY,
+            category=schema.MOTION,
             description="Moves a motion in time by whole frames (to fix audio/video sync) and trims frames off its ends.",
             inputs=[
                 sockets.Motion.Input("motion"),
@@ -85,7 +85,7 @@ class AddBlinks(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitAddBlinks",
             display_name="AniPortrait Add Blinks",
-            category=comfy.CATEGORY,
+            category=schema.MOTION,
             description="Adds natural eye blinks (audio carries no blink cue, so audio-driven eyes barely move): "
                         "at random, seeded intervals, the upper lids close onto the lower ones and open again. "
                         "No blink is put where the motion's eyes are already closed.",
@@ -116,7 +116,7 @@ class MotionKeyframes(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitMotionKeyframes",
             display_name="AniPortrait Motion Keyframes",
-            category=comfy.CATEGORY,
+            category=schema.MOTION,
             description="Keeps every k-th frame of a motion (the original's -acc): the video model animates only these, about k times faster, and a frame-interpolation node puts the k-1 frames between them back (core Run Frame Interpolation Model with multiplier = k on ComfyUI 0.20+, or RIFE VFI / FILM VFI of ComfyUI-Frame-Interpolation). Make the video at video_fps with the audio.",
             inputs=[
                 sockets.Motion.Input("motion"),

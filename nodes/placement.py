@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..aniportrait_lib.face import placement
 from ..aniportrait_lib.face.renderer import draw_pose_image
 from . import comfy_adapter as comfy
-from . import sockets
+from . import schema, sockets
 
 
 class FaceFromPoints(io.ComfyNode):
@@ -15,7 +15,7 @@ class FaceFromPoints(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitFaceFromPoints",
             display_name="AniPortrait Face From Points",
-            category=comfy.CATEGORY,
+            category=schema.FACE,
             description="The reference face placed by hand, for drawings and anime faces MediaPipe does not find: MediaPipe's canonical "
                         "3D face is fitted to five points (or a box) and given out like AniPortrait Face Analysis' face "
                         "(neutral expression).",
@@ -32,9 +32,7 @@ class FaceFromPoints(io.ComfyNode):
                                        "only tilted in the image plane (drawings with unusual proportions). A box is always frontal."),
                 io.Mask.Input("mask", optional=True, tooltip="A mask of the face (e.g. from a segmentation node): its bounding box is "
                                                              "used as the box and the position text is ignored."),
-                io.Int.Input("width", default=0, min=0, max=comfy.MAX_SIZE, step=8, optional=True,
-                             tooltip="0 = the face at the image's size. Otherwise at the video size (the points are scaled), as Face Analysis."),
-                io.Int.Input("height", default=0, min=0, max=comfy.MAX_SIZE, step=8, optional=True, tooltip="See width."),
+                *schema.resize_to_video_size(),
             ],
             outputs=[sockets.Face.Output("face"), io.Image.Output("reference_pose")],
         )

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..aniportrait_lib.media import encode
 from . import comfy_adapter as comfy
+from . import schema
 
 
 class DecodeToVideo(io.ComfyNode):
@@ -16,7 +17,7 @@ class DecodeToVideo(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitDecodeToVideo",
             display_name="AniPortrait Decode To Video",
-            category=comfy.CATEGORY,
+            category=schema.VIDEO,
             description=("Decodes the sampler's latents with the core VAE a chunk of frames at a time and writes them "
                          "straight into an mp4 (H.264 yuv420p + AAC audio) in ComfyUI's temp folder: a long video never "
                          "sits in RAM as one float32 IMAGE batch. Feed the VIDEO to core Save Video (format/codec auto "

@@ -48,7 +48,7 @@ def test_nodes_are_registered_with_valid_schemas(pack, lib):
     for node in lib.nodes.NODES:
         assert node in listed
         schema = node.define_schema()
-        assert schema.category == "AniPortrait" and schema.display_name.startswith("AniPortrait ")
+        assert schema.category == "AniPortrait/motion" and schema.display_name.startswith("AniPortrait ")
 
 
 def test_edit_motion_node(lib, face, motion):
