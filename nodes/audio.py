@@ -16,7 +16,7 @@ class AudioFeatures(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitAudioFeatures",
-            display_name="AniPortrait Audio Features",
+            display_name="AniPortrait Audio Features (prepare speech)",
             category=schema.AUDIO,
             description="Prepares a core AUDIO clip for AniPortrait's wav2vec2 encoders: mono, 16 kHz, whole-clip normalisation, frame count at the video fps.",
             inputs=[
@@ -41,7 +41,7 @@ class Audio2Mesh(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitAudio2Mesh",
-            display_name="AniPortrait Audio2Mesh",
+            display_name="AniPortrait Audio2Mesh (speech to face motion)",
             category=schema.AUDIO,
             description="Predicts the per-frame 3D face mesh (lip and expression motion) from audio; head pose starts neutral.",
             inputs=[
@@ -49,7 +49,7 @@ class Audio2Mesh(io.ComfyNode):
                 io.Float.Input("whole_clip_seconds", default=inference.WHOLE_CLIP_SECONDS, min=0.0, max=3600.0, step=1.0, optional=True,
                                tooltip="Clips up to this long are encoded in one pass, as the original. Longer clips are encoded in "
                                        f"{inference.WINDOW_SECONDS:g} s windows ({inference.OVERLAP_SECONDS:g} s cross-faded overlap), "
-                                       "so memory no longer grows with the length (results differ slightly from one pass)."),
+                                       "so memory stays flat however long the clip (results differ slightly from one pass)."),
             ],
             outputs=[sockets.Motion.Output("motion")],
         )
@@ -68,7 +68,7 @@ class Audio2Pose(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitAudio2Pose",
-            display_name="AniPortrait Audio2Pose",
+            display_name="AniPortrait Audio2Pose (speech to head motion)",
             category=schema.AUDIO,
             description="Predicts head motion from audio (autoregressive), then halves rotations and smooths like the original.",
             inputs=[
@@ -76,7 +76,7 @@ class Audio2Pose(io.ComfyNode):
                 sockets.AudioFeatures.Input("audio_features"),
                 sockets.Motion.Input("motion"),
                 io.Int.Input("style_id", default=inference.DEFAULT_STYLE_ID, min=0, max=audio_models.NUM_STYLE_IDS - 1,
-                             tooltip="Speaking style (0-99). The original picked one at random on every run; here it is yours to choose."),
+                             tooltip="Speaking style (0-99); the original picks one at random on every run."),
                 io.Int.Input("smoothing_window", default=pose_math.SMOOTHING_WINDOW, min=1, max=61,
                              tooltip="Moving-average window in frames (1 = no smoothing). Larger = calmer head."),
                 io.Float.Input("rotation_scale", default=pose_math.ROTATION_SCALE, min=0.0, max=2.0, step=0.05,

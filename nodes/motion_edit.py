@@ -22,11 +22,11 @@ class EditMotion(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitEditMotion",
-            display_name="AniPortrait Edit Motion",
+            display_name="AniPortrait Edit Motion (mouth, expression, head)",
             category=schema.MOTION,
-            description="Scales a motion's lip movement, its whole expression and its head motion, or freezes the head, "
-                        "and smooths the meshes over time. Expression is measured from the reference face's own mesh. "
-                        "All defaults give the motion back unchanged.",
+            description="Scales a motion's lip movement, its whole expression (measured from the reference face's own mesh) "
+                        "and its head motion, or freezes the head, and smooths the meshes over time. The defaults give the "
+                        "motion back unchanged.",
             inputs=[
                 sockets.Face.Input("face", tooltip="The reference face the motion was made for (its mesh is the neutral face)."),
                 sockets.Motion.Input("motion"),
@@ -54,7 +54,7 @@ class ShiftMotion(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitShiftMotion",
-            display_name="AniPortrait Shift Motion",
+            display_name="AniPortrait Shift Motion (sync and trim)",
             category=schema.MOTION,
             description="Moves a motion in time by whole frames (to fix audio/video sync) and trims frames off its ends.",
             inputs=[
@@ -86,9 +86,8 @@ class AddBlinks(io.ComfyNode):
             node_id="AniPortraitAddBlinks",
             display_name="AniPortrait Add Blinks",
             category=schema.MOTION,
-            description="Adds natural eye blinks (audio carries no blink cue, so audio-driven eyes barely move): "
-                        "at random, seeded intervals, the upper lids close onto the lower ones and open again. "
-                        "No blink is put where the motion's eyes are already closed.",
+            description="Adds natural eye blinks, which audio does not carry: at random, seeded intervals the upper lids "
+                        "close onto the lower ones and open again, except where the motion's eyes are already closed.",
             inputs=[
                 sockets.Face.Input("face", tooltip="The reference face the motion was made for (its eyes set the open-eye size)."),
                 sockets.Motion.Input("motion"),
@@ -115,9 +114,11 @@ class MotionKeyframes(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitMotionKeyframes",
-            display_name="AniPortrait Motion Keyframes",
+            display_name="AniPortrait Motion Keyframes (for frame interpolation)",
             category=schema.MOTION,
-            description="Keeps every k-th frame of a motion (the original's -acc): the video model animates only these, about k times faster, and a frame-interpolation node puts the k-1 frames between them back (core Run Frame Interpolation Model with multiplier = k on ComfyUI 0.20+, or RIFE VFI / FILM VFI of ComfyUI-Frame-Interpolation). Make the video at video_fps with the audio.",
+            description="Keeps every k-th frame of a motion (the original's -acc), so the video model animates k times fewer "
+                        "frames; a frame-interpolation node with multiplier = k (core Run Frame Interpolation Model, or RIFE/FILM "
+                        "VFI of ComfyUI-Frame-Interpolation) puts the frames between them back, for a video at video_fps.",
             inputs=[
                 sockets.Motion.Input("motion"),
                 io.Int.Input("every", default=3, min=1, max=8,

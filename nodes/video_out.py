@@ -16,14 +16,13 @@ class DecodeToVideo(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitDecodeToVideo",
-            display_name="AniPortrait Decode To Video",
+            display_name="AniPortrait Decode To Video (latents to mp4)",
             category=schema.VIDEO,
-            description=("Decodes the sampler's latents with the core VAE a chunk of frames at a time and writes them "
-                         "straight into an mp4 (H.264 yuv420p + AAC audio) in ComfyUI's temp folder: a long video never "
-                         "sits in RAM as one float32 IMAGE batch. Feed the VIDEO to core Save Video (format/codec auto "
-                         "or mp4/h264 copy the file without re-encoding). VAE Decode + Create Video stay fine for short clips."),
+            description=("Decodes latents with the core VAE a chunk of frames at a time straight into an mp4 (H.264 + AAC "
+                         "audio) in ComfyUI's temp folder, so a long video never sits in RAM as one IMAGE batch. Core Save "
+                         "Video with format/codec auto or mp4/h264 saves it without re-encoding."),
             inputs=[
-                io.Latent.Input("samples", tooltip="Latents from AniPortrait Lmk2Video Sampler (one per frame) or from KSampler with the AniPortrait MODEL (one video latent)."),
+                io.Latent.Input("samples", tooltip="Latents from AniPortrait Sampler or from KSampler with the AniPortrait MODEL."),
                 io.Vae.Input("vae", tooltip="SD1.5 VAE (sd-vae-ft-mse), the one given to the sampler."),
                 io.Float.Input("fps", default=30.0, min=1.0, max=120.0, step=1.0, tooltip="Frame rate of the video (the motion's fps)."),
                 io.Int.Input("chunk_frames", default=16, min=0, max=1024,
