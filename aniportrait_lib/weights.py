@@ -7,8 +7,9 @@ folder it came from and the first offending keys with expected vs found shapes, 
 recognisably another model's (by its key names), says which one it is.
 
 Unreadable files give one sentence naming the file and folder; the reading library's own text only goes
-to the log: a pickle holding code or objects is refused (``weights_only=True`` is never relaxed), a cut
-or foreign file is "truncated or not a checkpoint".
+to the log, without its advice to load the file unsafely: a pickle holding code or objects is refused
+(``weights_only=True`` is never relaxed; a pickle protocol torch's safe reader does not know is read for its
+globals without running it), a cut or foreign file is "truncated or not a checkpoint".
 """
 from __future__ import annotations
 
@@ -114,22 +115,100 @@ def expect_layout(state_dict: Mapping[str, object], expected: str, file_label: s
         )
 
 
-def _unsafe_pickle(exc: BaseException) -> bool:
+#: sentences of torch's weights-only error that advise switching the safety check off (loading with
+#: ``weights_only=False``, allowlisting the refused globals); never passed on, not even to the log
+_UNSAFE_ADVICE = ("weights_only` set to `false", "weights_only=false", "trust", "safe_globals", "allowlist",
+                  "can still be loaded", "two options", "recommended steps", "file an issue", "changed the default")
+
+#: globals a torch checkpoint's pickle names (tensor and storage rebuilding, OrderedDict, bytes); any other
+#: is code or an object
+_CHECKPOINT_GLOBALS = ("torch._utils._rebuild_", "torch.storage._load_from_bytes", "torch.device", "torch.Size",
+                       "collections.OrderedDict", "_codecs.encode")
+_GLOBAL_OPS = {"GLOBAL", "INST"}
+_OBJECT_OPS = {"OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"}
+
+
+def without_unsafe_advice(text: str) -> str:
+    """``text`` (a reading library's error) without its advice to switch the safety check off."""
+    import re
+
+    kept = []
+    for line in str(text).splitlines():
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)  # torch bolds its advice with terminal escapes
+        sentences = re.split(r"(?<=[.:])\s+", line.strip())
+        kept += [s for s in sentences if s and not any(a in s.lower() for a in _UNSAFE_ADVICE)]
+    return " ".join(kept)
+
+
+def _pickle_globals(path: Path, max_pickles: int = 5, max_ops: int = 100_000) -> list[str] | None:
+    """The globals (``module.name``) and object opcodes in a pickle file's first pickles, read without running it.
+
+    A zip checkpoint's ``data.pkl`` is read; None when the file is no pickle (text, HTML, cut before any opcode).
+    """
+    import io
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            if not names:
+                return None
+            stream: io.BufferedIOBase = io.BytesIO(archive.read(names[0]))
+    else:
+        stream = open(path, "rb")
+    found: list[str] = []
+    ops = 0
+    try:
+        with stream:
+            for _ in range(max_pickles):
+                strings: list[str] = []
+                for op, arg, _pos in pickletools.genops(stream):
+                    ops += 1
+                    if op.name in _GLOBAL_OPS:
+                        found.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL":
+                        found.append(".".join(strings[-2:]))
+                    elif op.name in _OBJECT_OPS:
+                        found.append(op.name)
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+                    if ops > max_ops:
+                        return found
+    except Exception:  # the end of the pickles (raw tensor data follows) or a cut file: keep what was read
+        pass
+    return found if ops else None
+
+
+def _unsafe_pickle(path: Path, exc: BaseException) -> bool:
     """True when torch's weights-only unpickler refused the file for holding code/objects (not for being junk)."""
     import pickle
 
-    text = str(exc)
-    if not isinstance(exc, pickle.UnpicklingError) or "weights only load failed" not in text.lower():
+    text = str(exc).lower()
+    if not isinstance(exc, pickle.UnpicklingError) or "weights only load failed" not in text:
         return False
-    # "Unsupported operand N": the bytes are no pickle torch writes (text, HTML, other format) -> not a checkpoint
-    return "unsupported operand" not in text.lower()
+    if "unsupported operand" not in text:
+        return True  # an unsupported global or type: torch named the code or object it refused
+    # "Unsupported operand N": bytes torch's reader does not know, a text or HTML file or a pickle in a
+    # protocol torch does not write (0, 4, 5); read its globals without running it
+    names = _pickle_globals(path)
+    return bool(names) and not all(_checkpoint_global(n) for n in names)
+
+
+def _checkpoint_global(name: str) -> bool:
+    """True for a global torch itself writes into checkpoints (``torch.FloatStorage``, ``torch.float16``, ...)."""
+    if name.startswith(_CHECKPOINT_GLOBALS):
+        return True
+    module, _, attr = name.rpartition(".")
+    return module == "torch" and (attr.endswith("Storage") or isinstance(getattr(torch, attr, None), torch.dtype))
 
 
 def _read_error(path: Path, exc: BaseException) -> CheckpointError:
-    """The one-sentence error for a file that could not be read (the library's own text goes to the log only)."""
+    """The one-sentence error for a file that could not be read (the library's own text goes to the log only,
+    without its advice to load the file unsafely)."""
     label = file_label(path)
-    log.warning("reading checkpoint %s failed: %s: %s", path, type(exc).__name__, exc)
-    if _unsafe_pickle(exc):
+    log.warning("reading checkpoint %s failed: %s: %s", path, type(exc).__name__, without_unsafe_advice(str(exc)))
+    if _unsafe_pickle(path, exc):
         return CheckpointError(f"{label} contains code or objects and was refused for your safety.")
     return CheckpointError(f"{label} is truncated or not a checkpoint: download it again.")
 

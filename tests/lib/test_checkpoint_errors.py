@@ -189,3 +189,82 @@ def test_stage2_loaders_name_the_other_model_before_building_from_its_shapes(tmp
     expected = weights.LAYOUT_NAMES[loader].replace("(", r"\(").replace(")", r"\)")
     with pytest.raises(weights.CheckpointError, match=f"is another model's file: expected {expected}, found "):
         loading.load_lmk2video_models(given)
+
+
+# ----------------------------------------------------------------------------- legacy pickles, torch's advice
+#: torch's advice to switch the safety check off; it must reach neither a message nor the log
+UNSAFE_ADVICE = ("weights_only` set to `False", "weights_only=False", "trusted source", "trust the source",
+                 "safe_globals", "allowlist", "can still be loaded")
+
+
+class RunsCode:
+    """A pickle that would run a shell command if it were ever loaded unsafely."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def _legacy_pickle(path, marker, how: str):
+    """A non-zip pickle holding code: pickle.dump in protocol 0/2/4/5, or torch's legacy format (protocol 2 and 4)."""
+    import pickle
+
+    payload = {"in_fn.weight": torch.zeros(2, 2), "extra": RunsCode(marker)}
+    if how.startswith("pickle"):
+        with open(path, "wb") as f:
+            pickle.dump({"extra": RunsCode(marker)}, f, protocol=int(how[-1]))
+    else:
+        torch.save(payload, path, _use_new_zipfile_serialization=False, pickle_protocol=int(how[-1]))
+    return path
+
+
+@pytest.mark.parametrize("how", ["pickle0", "pickle2", "pickle4", "pickle5", "torch_legacy2", "torch_legacy4"])
+@pytest.mark.parametrize("reader", [weights.read_state_dict, weights.read_key_shapes])
+def test_legacy_pickle_with_code_is_refused_for_safety(tmp_path, caplog, reader, how):
+    marker = tmp_path / "ran"
+    path = _legacy_pickle(tmp_path / "audio2mesh.pt", marker, how)
+    with caplog.at_level(logging.WARNING, logger="aniportrait_lib.weights"):
+        with pytest.raises(CheckpointError, match=_exact(path, "contains code or objects and was refused for your safety.")) as err:
+            reader(path)
+    _assert_clean(err)
+    assert not marker.exists()  # never run
+    for advice in UNSAFE_ADVICE:
+        assert advice not in caplog.text, f"{advice!r} reached the log: {caplog.text}"
+
+
+def test_zip_pickle_in_protocol_4_with_code_is_refused_for_safety(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "pose_guider.pth"
+    torch.save({"a": torch.zeros(2), "extra": RunsCode(marker)}, path, pickle_protocol=4)
+    with pytest.raises(CheckpointError, match=_exact(path, "contains code or objects and was refused for your safety.")):
+        weights.read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_legacy_checkpoint_in_protocol_4_is_not_called_unsafe(tmp_path):
+    """Tensors alone, in a pickle protocol torch's safe reader does not know: not code, so not "refused"."""
+    path = tmp_path / "audio2pose.pt"
+    torch.save({"a": torch.zeros(3, dtype=torch.float16)}, path, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    with pytest.raises(CheckpointError, match=_exact(path, "is truncated or not a checkpoint: download it again.")):
+        weights.read_state_dict(path)
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: torch.save({"w": torch.zeros(2), "extra": Custom()}, p),
+    lambda p: torch.save({"w": torch.zeros(2), "extra": Custom()}, p, _use_new_zipfile_serialization=False),
+    lambda p: p.write_bytes(b"<html>not a model</html>"),
+])
+def test_torchs_advice_to_load_unsafely_never_reaches_the_log(tmp_path, caplog, make):
+    """torch's text says that re-running with weights_only=False "will likely succeed": the log keeps the reason only."""
+    path = tmp_path / "motion_module.pth"
+    make(path)
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(CheckpointError):
+            weights.read_state_dict(path)
+    assert "reading checkpoint" in caplog.text
+    for advice in UNSAFE_ADVICE:
+        assert advice not in caplog.text, f"{advice!r} reached the log: {caplog.text}"
