@@ -24,7 +24,9 @@ import pytest
 from PIL import Image
 
 from comfy_server import execution_error, load_workflow, unique_prefix
-from conftest import node_text, shared_assets_dir
+from support.paths import shared_assets_dir
+from support.prompts import node_id
+from support.reports import node_text
 
 pytestmark = pytest.mark.e2e
 
@@ -69,12 +71,6 @@ def _speech(path: Path) -> tuple[int, float]:
     assert width == 2
     samples = np.frombuffer(raw, dtype="<i2").reshape(-1, channels).T.astype(np.float32) / 32768.0
     return features.frame_count(features.to_mono_16k(samples, rate).shape[0], 30.0), n / rate
-
-
-def _node_id(prompt: dict, class_type: str) -> str:
-    ids = [k for k, node in prompt.items() if node["class_type"] == class_type]
-    assert len(ids) == 1, f"{len(ids)} {class_type} nodes in the prompt"
-    return ids[0]
 
 
 def _shrink(prompt: dict, prefix: str, speech: str = SPEECH) -> dict:
@@ -129,12 +125,12 @@ def test_photo_paste_back_makes_a_video_at_the_photos_size(stage2_models, capsys
     server = stage2_models
     Image.fromarray(data.astronaut()).save(server.input_dir / "aniportrait_photo.png")  # the whole 512x512 photo
     prompt = _shrink(load_workflow("aniportrait_photo_paste_back_api.json"), "aniportrait/photo_video")
-    assert prompt[_node_id(prompt, "LoadImage")]["inputs"]["image"] == "aniportrait_photo.png"
+    assert prompt[node_id(prompt, "LoadImage")]["inputs"]["image"] == "aniportrait_photo.png"
     history = _run_timed(server, prompt, "aniportrait_photo_paste_back (whole photo, 'Hi there.')", capsys)
     frames, seconds = _speech(server.input_dir / SPEECH)
-    assert f"-> {frames} frames at 30 fps" in node_text(history, _node_id(prompt, "AniPortraitAudioFeatures"))
-    assert "blinks of" in node_text(history, _node_id(prompt, "AniPortraitAddBlinks"))
-    _check_mp4(server, history, _node_id(prompt, "SaveVideo"), (512, 512), frames, seconds)
+    assert f"-> {frames} frames at 30 fps" in node_text(history, node_id(prompt, "AniPortraitAudioFeatures"))
+    assert "blinks of" in node_text(history, node_id(prompt, "AniPortraitAddBlinks"))
+    _check_mp4(server, history, node_id(prompt, "SaveVideo"), (512, 512), frames, seconds)
 
 
 @pytest.mark.parametrize(("clip", "speech"), CLIPS, ids=["guitar_face_less_frames", "avatar"])
@@ -142,14 +138,14 @@ def test_dubbing_makes_a_video_at_the_sources_size_with_the_new_speech(stage2_mo
     server = stage2_models
     n_src, width, height, fps = webp_to_mp4(shared_assets_dir() / "real" / clip, server.input_dir / "dubbing_source.mp4")
     prompt = _shrink(load_workflow("aniportrait_dubbing_api.json"), "aniportrait/dubbed_video", speech)
-    assert prompt[_node_id(prompt, "LoadVideo")]["inputs"]["file"] == "dubbing_source.mp4"
+    assert prompt[node_id(prompt, "LoadVideo")]["inputs"]["file"] == "dubbing_source.mp4"
     history = _run_timed(server, prompt, f"aniportrait_dubbing ({clip}: {n_src} frames {width}x{height} at {fps} fps, "
                                          f"{speech})", capsys)
     frames, seconds = _speech(server.input_dir / speech)
-    align = node_text(history, _node_id(prompt, "AniPortraitAlignVideoToAudio"))
+    align = node_text(history, node_id(prompt, "AniPortraitAlignVideoToAudio"))
     assert f"{n_src} frames at {float(fps):g} fps -> {frames} frames at 30 fps" in align, align
-    crop_text = node_text(history, _node_id(prompt, "AniPortraitFaceCrop"))
-    motion_text = node_text(history, _node_id(prompt, "AniPortraitVideoHeadMotion"))
+    crop_text = node_text(history, node_id(prompt, "AniPortraitFaceCrop"))
+    motion_text = node_text(history, node_id(prompt, "AniPortraitVideoHeadMotion"))
     for text in (crop_text, motion_text):
         assert f"of {frames} frames" in text, text
     found, total = (int(x) for x in re.search(r"face found in (\d+) of (\d+) frames", crop_text).groups())
@@ -159,4 +155,4 @@ def test_dubbing_makes_a_video_at_the_sources_size_with_the_new_speech(stage2_mo
     assert found == total or f"{total - found} filled in" in crop_text, crop_text
     with capsys.disabled():
         print(f"[compose]   Face Crop: {crop_text!r}; Video Head Motion: {motion_text!r}")
-    _check_mp4(server, history, _node_id(prompt, "SaveVideo"), (width, height), frames, seconds)
+    _check_mp4(server, history, node_id(prompt, "SaveVideo"), (width, height), frames, seconds)

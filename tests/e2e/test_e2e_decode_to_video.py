@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import frames_at_30fps, saved_mp4
-from test_e2e_stage2 import _video_prompt
+from support.media import frames_at_30fps
+from support.prompts import video_prompt
+from support.reports import saved_mp4
 
 pytestmark = pytest.mark.e2e
 
 
 def test_decode_to_video_feeds_core_save_video(stage2_models):
     server = stage2_models
-    prompt = _video_prompt(size=(64, 64), steps=2)
+    prompt = video_prompt(size=(64, 64), steps=2)
     del prompt["19"]  # core CreateVideo: replaced by the streaming node
     prompt["18"] = {"class_type": "AniPortraitDecodeToVideo",
                     "inputs": {"samples": ["17", 0], "vae": ["15", 0], "fps": 30.0, "chunk_frames": 8,

@@ -7,7 +7,9 @@ import copy
 import pytest
 
 from comfy_server import execution_error, load_workflow, unique_prefix
-from conftest import assert_plain_user_error, frames_at_30fps, resize_prompt, saved_mp4
+from support.media import frames_at_30fps
+from support.prompts import resize_prompt
+from support.reports import assert_plain_user_error, saved_mp4
 
 pytestmark = pytest.mark.e2e
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import copy
-import math
-import wave
 
 import numpy as np
 import pytest
@@ -12,7 +10,8 @@ from PIL import Image
 from aniportrait_lib.face import renderer
 
 from comfy_server import execution_error, load_workflow, unique_prefix
-from conftest import assert_missing_file_reported_once, assert_plain_user_error, node_text
+from support.media import frames_at_30fps
+from support.reports import assert_missing_file_reported_once, assert_plain_user_error, node_text
 
 pytestmark = pytest.mark.e2e
 
@@ -24,13 +23,6 @@ NODE_IDS = [
     "AniPortraitEditMotion", "AniPortraitShiftMotion", "AniPortraitAddBlinks", "AniPortraitFaceCrop", "AniPortraitPasteBack",
     "AniPortraitAlignVideoToAudio", "AniPortraitVideoHeadMotion", "AniPortraitFaceFromPoints",
 ]
-
-
-def _wav_frames_at_30fps(path) -> int:
-    with wave.open(str(path)) as w:
-        n, rate = w.getnframes(), w.getframerate()
-    # the pack resamples to 16 kHz with soxr, which keeps round(n * 16000 / rate) samples
-    return math.ceil(round(n * 16000 / rate) / 16000 * 30)
 
 
 def _stage1_prompt(changes: dict | None = None) -> dict:
@@ -56,7 +48,7 @@ def test_stage1_workflow_renders_lip_coloured_frames(server):
     assert err is None, err and err.get("exception_message")
     assert history["status"]["status_str"] == "success"
     images = history["outputs"]["11"]["images"]
-    expected_frames = _wav_frames_at_30fps(server.input_dir / "aniportrait_speech.wav")
+    expected_frames = frames_at_30fps(server.input_dir / "aniportrait_speech.wav")
     assert len(images) == expected_frames
     assert f"-> {expected_frames} frames at 30 fps" in node_text(history, "6")
 

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import copy
-import math
 import re
-import wave
 from fractions import Fraction
 
 import av
@@ -13,7 +11,10 @@ import pytest
 from PIL import Image
 
 from comfy_server import execution_error, load_workflow, unique_prefix
-from conftest import load_case, node_text, tolerance_numbers
+from support.golden import load_case, tolerance_numbers
+from support.media import frames_at_30fps
+from support.prompts import node_id
+from support.reports import node_text
 
 pytestmark = pytest.mark.e2e
 
@@ -27,13 +28,6 @@ def _write_lossless_video(path, frames: list[np.ndarray], fps: float) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-
-
-def _node_id(prompt: dict, class_type: str) -> str:
-    """The id of the one node of ``class_type`` in an API prompt."""
-    ids = [k for k, node in prompt.items() if node["class_type"] == class_type]
-    assert len(ids) == 1, f"{len(ids)} {class_type} nodes in the prompt"
-    return ids[0]
 
 
 def _tracking_note(history: dict, node: str) -> tuple[int, int]:
@@ -56,8 +50,8 @@ def head_video(server):
 def test_pose_template_from_a_video_drives_the_head(server, head_video):
     folder, case = head_video
     prompt = copy.deepcopy(load_workflow("aniportrait_pose_template_api.json"))
-    save_template = _node_id(prompt, "AniPortraitSavePoseTemplate")
-    save_images = _node_id(prompt, "SaveImage")
+    save_template = node_id(prompt, "AniPortraitSavePoseTemplate")
+    save_images = node_id(prompt, "SaveImage")
     prompt[save_template]["inputs"]["filename_prefix"] = prefix = unique_prefix("aniportrait/pose_template")
     prompt[save_images]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/templated_pose")
     history = server.run(prompt)
@@ -73,10 +67,9 @@ def test_pose_template_from_a_video_drives_the_head(server, head_video):
     assert np.abs(template[:, :3] - want[:, :3]).max() <= rot_tol
     assert np.abs(template[:, 3:] - want[:, 3:]).max() <= trans_tol
     video_frames = len(list((folder / "frames").glob("*.png")))
-    assert _tracking_note(history, _node_id(prompt, "AniPortraitVideoPoseTemplate")) == (video_frames, video_frames)
+    assert _tracking_note(history, node_id(prompt, "AniPortraitVideoPoseTemplate")) == (video_frames, video_frames)
 
-    with wave.open(str(server.input_dir / "aniportrait_speech.wav")) as w:
-        frames = math.ceil(round(w.getnframes() * 16000 / w.getframerate()) / 16000 * 30)
+    frames = frames_at_30fps(server.input_dir / "aniportrait_speech.wav")
     assert len(history["outputs"][save_images]["images"]) == frames
 
 
@@ -85,20 +78,20 @@ def test_face_reenactment_from_a_video_draws_one_pose_image_per_frame(server):
     frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((folder / "src").glob("*.png"))]
     _write_lossless_video(server.input_dir / "driving_face.mkv", frames, 25)
     prompt = copy.deepcopy(load_workflow("aniportrait_reenactment_api.json"))
-    save = _node_id(prompt, "SaveImage")
+    save = node_id(prompt, "SaveImage")
     prompt[save]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/reenacted_pose")
     history = server.run(prompt)
     err = execution_error(history)
     assert err is None, err and (err.get("node_type"), err.get("exception_message"))
     images = history["outputs"][save]["images"]
     assert len(images) == len(frames)
-    found, total = _tracking_note(history, _node_id(prompt, "AniPortraitFaceReenactment"))
+    found, total = _tracking_note(history, node_id(prompt, "AniPortraitFaceReenactment"))
     assert total == len(frames) and found == len(frames)
     from aniportrait_lib.face import renderer
 
     lips = {tuple(p["color"]) for p in renderer.pose_image_style()["parts"] if p["name"].startswith("lips")}
     first = np.asarray(Image.open(server.output_dir / images[0]["subfolder"] / images[0]["filename"]).convert("RGB"))
-    projection = prompt[_node_id(prompt, "AniPortraitProjectLandmarks")]["inputs"]
+    projection = prompt[node_id(prompt, "AniPortraitProjectLandmarks")]["inputs"]
     assert first.shape == (projection["height"], projection["width"], 3)
     colours = {tuple(int(c) for c in px) for px in np.unique(first.reshape(-1, 3), axis=0)}
     assert lips <= colours, f"lip colours not drawn: {sorted(lips - colours)}"

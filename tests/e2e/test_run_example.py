@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from comfy_server import comfy_dir  # noqa: E402
 
-from conftest import shared_assets_dir  # noqa: E402
+from support.paths import shared_assets_dir  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 

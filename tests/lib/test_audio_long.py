@@ -11,8 +11,8 @@ from aniportrait_lib.audio import inference, models, wav2vec
 from aniportrait_lib.data import AudioFeatures
 from aniportrait_lib.weights import read_state_dict
 
-from conftest import load_case, report
-from conftest import tolerance as tol
+from support.golden import load_case, report
+from support.golden import tolerance as tol
 
 
 @pytest.fixture(scope="module")

@@ -170,7 +170,7 @@ def test_identify_layout_of_reference_manifests(reference_manifests):
 
 @pytest.fixture
 def reference_manifests():
-    from conftest import manifest
+    from support.golden import manifest
 
     return manifest  # the reference's key -> shape manifests; absent reference = failure, as for the goldens
 

@@ -10,7 +10,7 @@ from aniportrait_lib.data import CropInfo
 from aniportrait_lib.face import tracking
 from aniportrait_lib.face.landmarker import FaceLandmarker
 
-from conftest import real_clip_frames
+from support.media import real_clip_frames
 
 TALKING_CLIP = "api_kling_avatar2-1.webp"  # a face in every frame
 GUITAR_CLIP = "video_wan2_2_14B_s2v-1.webp"  # face-less frames (the first is frame 10)

@@ -9,7 +9,7 @@ import pytest
 from aniportrait_lib import data
 from aniportrait_lib.motion import build as motion, pose_template
 
-from conftest import load_case
+from support.golden import load_case
 
 
 def _write(tmp_path, name: str, array, **kwargs):

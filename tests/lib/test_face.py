@@ -28,7 +28,7 @@ from aniportrait_lib.face.landmarker import (
     NoFaceError,
 )
 
-from conftest import load_case
+from support.golden import load_case
 
 log = logging.getLogger(__name__)
 

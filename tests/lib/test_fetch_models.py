@@ -69,7 +69,7 @@ def test_shipped_digests_match_the_full_size_models(layouts):
 
 
 def test_shipped_digests_match_the_reference_manifests():
-    from conftest import manifest
+    from support.golden import manifest
 
     manifest_of = {"denoising_unet.pth": "denoising_unet_without_motion_modules"}
     for entry in MODEL_FILES[:6]:
@@ -269,9 +269,76 @@ def test_bad_download_is_discarded(tmp_path, monkeypatch, capsys):
     assert "discarded" in capsys.readouterr().out
 
 
-def test_default_models_dir_inside_comfyui(tmp_path, monkeypatch):
+def test_default_models_dir_is_the_examples_too(tmp_path, monkeypatch, capsys):
+    import model_files
+    import run_example
+
+    monkeypatch.delenv("ANIPORTRAIT_MODELS", raising=False)
+    monkeypatch.setattr(model_files, "PACK_ROOT", tmp_path / "ComfyUI" / "custom_nodes" / "aniportrait")
+    assert model_files.default_models_dir()[0] == tmp_path / "ComfyUI" / "models"
+    monkeypatch.setattr(model_files, "PACK_ROOT", tmp_path / "somewhere" / "aniportrait")
+    assert model_files.default_models_dir()[0] == Path.home() / "aniportrait-models"
+    monkeypatch.setenv("ANIPORTRAIT_MODELS", str(tmp_path / "mine"))
+    assert model_files.default_models_dir()[0] == tmp_path / "mine"
+    # both scripts take that folder when --models is not given, and both --help texts say so
+    assert run_example.models_folder(run_example.parse_args([])) == tmp_path / "mine"
     script = _load_script()
-    monkeypatch.setattr(script, "PACK_ROOT", tmp_path / "ComfyUI" / "custom_nodes" / "aniportrait")
-    assert script.default_models_dir()[0] == tmp_path / "ComfyUI" / "models"
-    monkeypatch.setattr(script, "PACK_ROOT", tmp_path / "somewhere" / "aniportrait")
-    assert script.default_models_dir()[0] == Path.home() / "ComfyUI" / "models"
+    monkeypatch.setattr(script, "fetch_one", lambda entry, models: print(f"into {models}") or True)
+    assert script.main(["--only", "vae"]) == 0
+    assert f"into {tmp_path / 'mine'}" in capsys.readouterr().out
+    for main in (script.main, run_example.main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert " ".join(capsys.readouterr().out.split()).count(" ".join(model_files.DEFAULT_MODELS_HELP.split())) == 1
+
+
+BLOCK_TORCH = """
+import runpy, sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Blocker())
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _expected_without_torch(python: str, missing: str, what: str = "check") -> str:
+    return (f"error: {python} lacks {missing}, which this script needs to {what} the files: run it with your "
+            f"ComfyUI's Python (e.g. ComfyUI/venv/bin/python {SCRIPT}), or install them: {python} -m pip install {missing}")
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_without_torch_one_sentence_says_what_to_run_it_with(tmp_path, check):
+    """A Python without torch (here: the test's own, with torch blocked) gets one line, no traceback, nothing written."""
+    args = ["--models", str(tmp_path / "models")] + (["--check"] if check else [])
+    proc = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == _expected_without_torch(sys.executable, "torch", "check" if check else "download and check")
+    assert proc.stdout == "" and not (tmp_path / "models").exists()
+
+
+def _python_without_torch() -> str | None:
+    import shutil
+
+    for candidate in ("/usr/bin/python3", shutil.which("python3"), shutil.which("python")):
+        if candidate and Path(candidate).is_file() and subprocess.run(
+                [candidate, "-c", "import sys; assert sys.version_info >= (3, 8); import torch"],
+                capture_output=True, timeout=60).returncode != 0:
+            return candidate
+    return None
+
+
+def test_a_python_without_torch_gets_one_sentence_and_help_works(tmp_path):
+    python = _python_without_torch()
+    if python is None:
+        pytest.skip("every Python on this machine has torch")
+    proc = subprocess.run([python, str(SCRIPT), "--check", "--models", str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {python} lacks torch") and "ComfyUI's Python" in lines[0]
+    proc = subprocess.run([python, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--models" in proc.stdout, proc.stderr

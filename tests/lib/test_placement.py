@@ -8,7 +8,8 @@ from aniportrait_lib.face import placement as pl
 from aniportrait_lib.face import pose_math
 from aniportrait_lib.face.geometry import load_canonical_model, metric_geometry
 from aniportrait_lib.face.landmarker import FaceLandmarker, NoFaceError
-from conftest import anime_face, shared_assets_dir
+from support.faces import anime_face
+from support.paths import shared_assets_dir
 
 
 @pytest.fixture(scope="module")

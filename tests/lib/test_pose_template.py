@@ -9,8 +9,8 @@ from PIL import Image
 from aniportrait_lib.motion import pose_template
 from aniportrait_lib.face.landmarker import FaceLandmarker
 
-from conftest import load_case, report
-from conftest import tolerance_numbers as _numbers
+from support.golden import load_case, report
+from support.golden import tolerance_numbers as _numbers
 
 pytestmark = pytest.mark.golden
 

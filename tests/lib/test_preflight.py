@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aniportrait_lib import preflight
-from conftest import REPO_ROOT
+from support.paths import REPO_ROOT
 
 
 def test_check_refuses_with_the_estimate_and_advice() -> None:

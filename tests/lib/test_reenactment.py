@@ -15,7 +15,7 @@ from aniportrait_lib.face.landmarker import FaceLandmarker
 from aniportrait_lib.face.renderer import draw_pose_image, draw_pose_images
 from aniportrait_lib.motion.build import relative_to_reference
 
-from conftest import load_case, report
+from support.golden import load_case, report
 
 golden = pytest.mark.golden
 

@@ -37,9 +37,9 @@ from aniportrait_lib.sampling.sampler import (
 )
 from aniportrait_lib.sampling.scheduler import SCHEDULER_KWARGS, AniPortraitDDIM, make_scheduler
 
-from conftest import load_case
-from conftest import max_abs_err as _max_err
-from conftest import tolerance as _tol
+from support.golden import load_case
+from support.golden import max_abs_err as _max_err
+from support.golden import tolerance as _tol
 
 log = logging.getLogger(__name__)
 

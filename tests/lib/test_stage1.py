@@ -13,7 +13,8 @@ from aniportrait_lib.data import AudioFeatures
 from aniportrait_lib.audio import features as feats
 from aniportrait_lib.audio import inference, models
 
-from conftest import manifest, reference_dir
+from support.golden import manifest
+from support.paths import reference_dir
 
 
 def _release_shapes(model: torch.nn.Module) -> dict[str, list[int]]:

@@ -15,8 +15,8 @@ from aniportrait_lib.audio import inference, models, wav2vec
 from aniportrait_lib.face import pose_math, renderer
 from aniportrait_lib.weights import read_state_dict
 
-from conftest import load_case, max_abs_err, report
-from conftest import tolerance as tol
+from support.golden import load_case, max_abs_err, report
+from support.golden import tolerance as tol
 
 pytestmark = pytest.mark.golden
 

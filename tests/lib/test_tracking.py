@@ -8,7 +8,7 @@ from aniportrait_lib.data import Face
 from aniportrait_lib.face import tracking
 from aniportrait_lib.face.landmarker import FaceLandmarker
 
-from conftest import real_clip_frames
+from support.media import real_clip_frames
 
 GUITAR_CLIP = "video_wan2_2_14B_s2v-1.webp"  # the assets README: some frames have no face, the first is frame 10
 

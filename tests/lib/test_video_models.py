@@ -26,9 +26,10 @@ from aniportrait_lib.networks.pose_guider import build_pose_guider
 from aniportrait_lib.sampling.preprocess import prepare_pose_tensor as pose_images_to_input
 from aniportrait_lib.networks.unet import build_reference_unet, build_video_unet, is_motion_key
 from aniportrait_lib.weights import CheckpointError
-from conftest import load_case, manifest, reference_dir
-from conftest import max_abs_err as max_err
-from conftest import tolerance as abs_tol
+from support.golden import load_case, manifest
+from support.golden import max_abs_err as max_err
+from support.golden import tolerance as abs_tol
+from support.paths import reference_dir
 
 
 def npy(folder: Path, name: str) -> torch.Tensor:

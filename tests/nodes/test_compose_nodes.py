@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import node_landmarker, shared_assets_dir, ui_text
+from support.comfy_inprocess import node_landmarker, ui_text
+from support.paths import shared_assets_dir
 
 
 @pytest.fixture(scope="module")

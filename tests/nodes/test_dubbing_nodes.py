@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import node_landmarker, real_clip_frames, ui_text
+from support.comfy_inprocess import node_landmarker, ui_text
+from support.media import real_clip_frames
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import shared_assets_dir
-
-
-def _ui_text(output) -> str:
-    return output.ui.as_dict()["text"][0] if output.ui is not None else ""
+from support.comfy_inprocess import ui_text
+from support.paths import shared_assets_dir
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +67,16 @@ def test_shift_motion_node(lib, motion):
     out = lib.nodes.ShiftMotion.execute(motion, 3, True, 0, 0)
     shifted = out.result[0]
     assert shifted.num_frames == 300 and np.array_equal(shifted.meshes[3:], motion.meshes[:297])
-    assert _ui_text(out) == "300 -> 300 frames (10.00 s at 30 fps)"
+    assert ui_text(out) == "300 -> 300 frames (10.00 s at 30 fps)"
     out = lib.nodes.ShiftMotion.execute(motion, -2, False, 10, 30)
-    assert np.array_equal(out.result[0].poses, motion.poses[12:270]) and _ui_text(out) == "300 -> 258 frames (8.60 s at 30 fps)"
+    assert np.array_equal(out.result[0].poses, motion.poses[12:270]) and ui_text(out) == "300 -> 258 frames (8.60 s at 30 fps)"
 
 
 def test_add_blinks_node(lib, face, motion):
     out = lib.nodes.AddBlinks.execute(face, motion, 15.0, 6, 4, 1.0)
     blinking = out.result[0]
     plan = lib.motion_edit.plan_blinks(face, motion, 15.0, 6, 4)
-    assert _ui_text(out) == f"{len(plan.starts)} blinks of 6 frames added" and len(plan.starts) >= 1
+    assert ui_text(out) == f"{len(plan.starts)} blinks of 6 frames added" and len(plan.starts) >= 1
     upper, lower = lib.motion_edit.eyelid_pairs(face.mesh_canonical)[1]
     points = lib.motion.project_motion(blinking, face, 512, 512).points
     centre = plan.starts[0] + 2
@@ -94,7 +91,7 @@ def test_motion_keyframes_node(lib, face, motion):
     # 300 frames: 0, 3, ..., 297 and the last frame 299; x3 interpolation gives 301 frames at 30 fps
     assert kept.num_frames == 101 and kept.fps == 10.0 and multiplier == 3 and video_fps == 30.0
     assert np.array_equal(kept.meshes[:100], motion.meshes[0:300:3]) and np.array_equal(kept.poses[100], motion.poses[299])
-    assert _ui_text(out) == "300 -> 101 keyframes; interpolated x3: 301 frames at 30 fps"
+    assert ui_text(out) == "300 -> 101 keyframes; interpolated x3: 301 frames at 30 fps"
     landmarks = lib.motion.project_motion(kept, face, 256, 256)  # the sampler draws 101 pose frames at 10 fps
     assert landmarks.points.shape == (101, 468, 2) and landmarks.fps == 10.0
 

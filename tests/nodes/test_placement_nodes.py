@@ -5,11 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import anime_face, node_landmarker, ui_text
-
-
-def _image(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(array).float().div(255.0)[None]
+from support.comfy_inprocess import comfy_image, node_landmarker, ui_text
+from support.faces import anime_face
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +33,10 @@ def test_node_is_registered(pack):
 def test_anime_drawing_face_from_typed_points(nodes, landmarker):
     image, points = anime_face()
     with pytest.raises(ValueError, match=r"^no face was found.*AniPortrait Face From Points") as info:
-        nodes.face.FaceAnalysis.execute(landmarker, _image(image))
+        nodes.face.FaceAnalysis.execute(landmarker, comfy_image(image))
     assert type(info.value) is ValueError
     text = "; ".join(f"{x:g},{y:g}" for x, y in points)
-    out = nodes.placement.FaceFromPoints.execute(landmarker, _image(image), "points", text, "pose")
+    out = nodes.placement.FaceFromPoints.execute(landmarker, comfy_image(image), "points", text, "pose")
     face, pose = out.result
     assert face.image_size == (512, 512) and face.landmarks.shape == (478, 3) and tuple(pose.shape) == (1, 512, 512, 3)
     assert float(pose.max()) > 0.5  # the mesh is drawn
@@ -47,7 +44,7 @@ def test_anime_drawing_face_from_typed_points(nodes, landmarker):
     # at the video size: the points scale with the photo
     from aniportrait_pack.aniportrait_lib.face.placement import five_points_from_landmarks
 
-    small = nodes.placement.FaceFromPoints.execute(landmarker, _image(image), "points", text, "frontal", None, 256, 192).result[0]
+    small = nodes.placement.FaceFromPoints.execute(landmarker, comfy_image(image), "points", text, "frontal", None, 256, 192).result[0]
     assert small.image_size == (256, 192)
     centre = five_points_from_landmarks(small.landmarks_px()).mean(0)
     np.testing.assert_allclose(centre, (points * [0.5, 0.375]).mean(0), atol=3.0)
@@ -55,10 +52,10 @@ def test_anime_drawing_face_from_typed_points(nodes, landmarker):
 
 def test_box_and_mask(nodes, landmarker):
     image, _ = anime_face(256)
-    by_box = nodes.placement.FaceFromPoints.execute(landmarker, _image(image), "box", "53,55,203,228", "pose").result[0]
+    by_box = nodes.placement.FaceFromPoints.execute(landmarker, comfy_image(image), "box", "53,55,203,228", "pose").result[0]
     mask = torch.zeros((1, 256, 256))
     mask[0, 55:228, 53:203] = 1.0
-    out = nodes.placement.FaceFromPoints.execute(landmarker, _image(image), "box", "ignored", "pose", mask)
+    out = nodes.placement.FaceFromPoints.execute(landmarker, comfy_image(image), "box", "ignored", "pose", mask)
     assert ui_text(out).startswith("face placed in the mask's box (53, 55, 203, 228)")
     np.testing.assert_allclose(out.result[0].landmarks, by_box.landmarks, atol=1e-9)
 
@@ -75,5 +72,5 @@ def test_box_and_mask(nodes, landmarker):
 def test_errors_are_plain_one_sentence_value_errors(nodes, landmarker, mode, text, message):
     image, _ = anime_face()
     with pytest.raises(ValueError, match=message) as info:
-        nodes.placement.FaceFromPoints.execute(landmarker, _image(image), mode, text, "pose")
+        nodes.placement.FaceFromPoints.execute(landmarker, comfy_image(image), mode, text, "pose")
     assert type(info.value) is ValueError

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_case
+from support.golden import load_case
 
 WIDTH = HEIGHT = 64
 FRAMES, STEPS = 3, 2

@@ -7,15 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import real_clip_frames, shared_assets_dir
-
-
-def _ui_text(output) -> str:
-    return output.ui.as_dict()["text"][0] if output.ui is not None else ""
-
-
-def _image(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(array).float().div(255.0)[None]
+from support.comfy_inprocess import comfy_image, ui_text
+from support.media import real_clip_frames
+from support.paths import shared_assets_dir
 
 
 @pytest.fixture(scope="module")
@@ -42,34 +36,34 @@ def portrait() -> np.ndarray:
 
 
 def test_face_analysis_resizes_to_the_video_size_and_notes_a_reduced_batch(nodes, landmarker, portrait):
-    batch = torch.cat([_image(portrait)] * 2)
+    batch = torch.cat([comfy_image(portrait)] * 2)
     out = nodes.face.FaceAnalysis.execute(landmarker, batch, width=256, height=192)
     face, pose = out.result
     assert face.image_size == (256, 192) and tuple(pose.shape) == (1, 192, 256, 3)
-    assert _ui_text(out) == "the reference image input holds 2 images; only the first one is used."
-    as_is = nodes.face.FaceAnalysis.execute(landmarker, _image(portrait))
-    assert as_is.result[0].image_size == (210, 210) and _ui_text(as_is) == ""
+    assert ui_text(out) == "the reference image input holds 2 images; only the first one is used."
+    as_is = nodes.face.FaceAnalysis.execute(landmarker, comfy_image(portrait))
+    assert as_is.result[0].image_size == (210, 210) and ui_text(as_is) == ""
 
 
 def test_face_analysis_errors_are_plain_value_errors(nodes, landmarker, portrait):
     with pytest.raises(ValueError, match=r"set both width and height to resize the reference \(got 256x0\)") as info:
-        nodes.face.FaceAnalysis.execute(landmarker, _image(portrait), width=256, height=0)
+        nodes.face.FaceAnalysis.execute(landmarker, comfy_image(portrait), width=256, height=0)
     with pytest.raises(ValueError, match=r"^no face was found in the reference image \(64x64\)") as info:
         nodes.face.FaceAnalysis.execute(landmarker, torch.full((1, 64, 64, 3), 0.5))
     assert type(info.value) is ValueError  # ComfyUI shows the type's module path otherwise (the install path)
     with pytest.raises(ValueError, match=r"the reference image input has pixel values from 0 to 255"):
-        nodes.face.FaceAnalysis.execute(landmarker, _image(portrait) * 255)
+        nodes.face.FaceAnalysis.execute(landmarker, comfy_image(portrait) * 255)
 
 
 def test_reenactment_is_a_motion_that_projects_and_renders(nodes, landmarker, portrait):
-    ref = nodes.face.FaceAnalysis.execute(landmarker, _image(portrait), width=128, height=128).result[0]
+    ref = nodes.face.FaceAnalysis.execute(landmarker, comfy_image(portrait), width=128, height=128).result[0]
     frames = torch.from_numpy(real_clip_frames("video_wan2_2_14B_s2v-1.webp", 12)).float().div(255.0)  # frame 10 has no face
     out = nodes.face.FaceReenactment.execute(landmarker, frames, ref, 25.0, 3, "interpolate")
     motion = out.result[0]
     assert motion.num_frames == 12 and motion.fps == 25.0
-    assert _ui_text(out) == "face found in 11 of 12 frames, 1 filled in"
+    assert ui_text(out) == "face found in 11 of 12 frames, 1 filled in"
     stopped = nodes.face.FaceReenactment.execute(landmarker, frames, ref, 25.0, 3, "stop")
-    assert stopped.result[0].num_frames == 10 and "2 dropped after the first frame without a face" in _ui_text(stopped)
+    assert stopped.result[0].num_frames == 10 and "2 dropped after the first frame without a face" in ui_text(stopped)
     landmarks = nodes.motion.ProjectLandmarks.execute(ref, motion, 128, 128).result[0]
     images = nodes.motion.RenderPoseImages.execute(landmarks).result[0]
     assert tuple(images.shape) == (12, 128, 128, 3)
@@ -81,11 +75,11 @@ def test_pose_template_from_video_saves_without_overwriting_and_reloads(nodes, l
     out = nodes.face.VideoPoseTemplate.execute(landmarker, frames, 30.0, 1, "hold")  # unsmoothed: row 0 is the first frame
     template = out.result[0]
     assert template.num_frames == 12 and np.allclose(template.poses[0], 0, atol=1e-5)  # float32 maths as the original
-    assert _ui_text(out) == "face found in 11 of 12 frames, 1 filled in"
+    assert ui_text(out) == "face found in 11 of 12 frames, 1 filled in"
     first = nodes.motion.SavePoseTemplate.execute(template, "tests/template")
     second = nodes.motion.SavePoseTemplate.execute(template, "tests/template")
     saved = sorted((pack.work_dir / "output" / "tests").glob("template_*.npy"))
-    assert len(saved) == 2 and _ui_text(first) != _ui_text(second)
+    assert len(saved) == 2 and ui_text(first) != ui_text(second)
     shutil.copyfile(saved[0], nodes.folder / "pose_templates" / "from_video.npy")
     loaded = nodes.loaders.LoadPoseTemplate.execute("from_video.npy").result[0]
     assert np.array_equal(loaded.poses, template.poses)
@@ -99,14 +93,14 @@ def test_bad_template_is_refused_on_load_with_the_file_name(nodes):
 
 
 def test_audio_nodes_make_a_motion_with_head_poses(nodes, landmarker, portrait):
-    face = nodes.face.FaceAnalysis.execute(landmarker, _image(portrait)).result[0]
+    face = nodes.face.FaceAnalysis.execute(landmarker, comfy_image(portrait)).result[0]
     mesh_model, pose_model = nodes.loaders.LoadAudioModels.execute("audio2mesh.pt", "audio2pose.pt").result
     t = torch.linspace(0, 1, 16000)
     speech = torch.sin(2 * torch.pi * 220 * t)[None, None].repeat(2, 1, 1)  # a batch of 2 clips, 1 s at 16 kHz
     out = nodes.audio.AudioFeatures.execute({"waveform": speech, "sample_rate": 16000}, 30.0)
     features = out.result[0]
     assert features.num_frames == 30
-    assert _ui_text(out).startswith("the audio input holds 2 clips; only the first one is used.")
+    assert ui_text(out).startswith("the audio input holds 2 clips; only the first one is used.")
     motion = nodes.audio.Audio2Mesh.execute(mesh_model, features, face).result[0]
     assert motion.meshes.shape == (30, 468, 3) and not motion.poses.any()
     posed = nodes.audio.Audio2Pose.execute(pose_model, features, motion, 3, 7, 0.5).result[0]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = REPO_ROOT / "tests" / "e2e" / "prompts"
 WORKFLOWS = REPO_ROOT / "workflows"
 EXAMPLE_INPUTS = REPO_ROOT / "example_inputs"
