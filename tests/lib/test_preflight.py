@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from aniportrait_lib import preflight
+from aniportrait_lib.audio import inference
 from support.paths import REPO_ROOT
 
 
@@ -74,9 +75,21 @@ def test_ten_minutes_at_512_is_refused_on_a_24_gb_machine() -> None:
         assert need.ram > 24e9
         with pytest.raises(ValueError, match="needs about .* GB of RAM but 24.0 GB are free; use fewer frames"):
             preflight.check(need.ram, 24e9, need.what, need.advice)
-    a2m = preflight.estimate("audio2mesh", False, seconds=600)
-    assert "600 s of audio" in a2m.what
-    assert (a2m.ram < 4e9) == hasattr(__import__("aniportrait_lib.audio.inference").audio.inference, "WHOLE_CLIP_SECONDS")
+
+
+def test_ten_minutes_of_audio_fit_because_long_clips_are_encoded_in_windows() -> None:
+    """Audio2Mesh encodes a clip over WHOLE_CLIP_SECONDS in wav2vec2 windows, so 600 s needs one window's
+    attention (~1 GB), where one pass over the whole clip (the original's way) needs ~45 GB."""
+    windowed = preflight.estimate("audio2mesh", False, seconds=600)
+    whole = preflight.estimate("audio2mesh", False, seconds=600, whole_clip_seconds=None)
+    assert "600 s of audio" in windowed.what
+    assert windowed.ram < 4e9 < 24e9 < whole.ram
+    preflight.check(windowed.ram, 24e9, windowed.what, windowed.advice)
+    with pytest.raises(ValueError, match=r"^Audio2Mesh \(600 s of audio\) needs about .* GB of RAM but 24\.0 GB are free"):
+        preflight.check(whole.ram, 24e9, whole.what, whole.advice)
+    short = inference.WHOLE_CLIP_SECONDS  # up to this long a clip is one pass, whatever the setting
+    assert (preflight.estimate("audio2mesh", False, seconds=short).ram
+            == preflight.estimate("audio2mesh", False, seconds=short, whole_clip_seconds=None).ram)
 
 
 def test_small_runs_fit() -> None:
