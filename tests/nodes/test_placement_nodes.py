@@ -8,6 +8,10 @@ import torch
 from support.comfy_inprocess import comfy_image, node_landmarker, ui_text
 from support.faces import anime_face
 
+#: a frontal fit cannot follow the drawing's own proportions exactly: the centre of the fitted five points sits
+#: off the centre of the given ones (measured: 1.4 px at 256x192, vertically)
+CENTRE_PX = 3.0
+
 
 @pytest.fixture(scope="module")
 def nodes(pack):
@@ -47,7 +51,7 @@ def test_anime_drawing_face_from_typed_points(nodes, landmarker):
     small = nodes.placement.FaceFromPoints.execute(landmarker, comfy_image(image), "points", text, "frontal", None, 256, 192).result[0]
     assert small.image_size == (256, 192)
     centre = five_points_from_landmarks(small.landmarks_px()).mean(0)
-    np.testing.assert_allclose(centre, (points * [0.5, 0.375]).mean(0), atol=3.0)
+    np.testing.assert_allclose(centre, (points * [0.5, 0.375]).mean(0), atol=CENTRE_PX)
 
 
 def test_box_and_mask(nodes, landmarker):
