@@ -140,7 +140,7 @@ class Motion:
         meshes: ``(T, 468, 3)`` float64 cm, per-frame meshes in the canonical face frame (the reference
             mesh plus the frame's expression).
         poses: ``(T, 6)`` float64 head pose per frame RELATIVE to the reference face: frame ``t`` is
-            drawn with ``reference.transform @ euler_to_matrix(poses[t])``. All zeros = the reference's
+            drawn with ``reference.transform @ poses_to_matrices(poses)[t]``. All zeros = the reference's
             own head pose.
         fps: frames per second.
     """

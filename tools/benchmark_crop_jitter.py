@@ -16,11 +16,12 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from aniportrait_lib import compose  # noqa: E402
 from aniportrait_lib.face import tracking  # noqa: E402
 from aniportrait_lib.face.landmarker import FaceLandmarker  # noqa: E402
+from support.faces import box_jitter  # noqa: E402  (the measure the crop test uses)
 
 CLIPS = ("api_kling_avatar2-1.webp", "video_wan2_2_14B_s2v-1.webp")
 
@@ -53,8 +54,8 @@ def main() -> None:
             raw = compose.crop_info_for_faces(tracked, size, smoothing=1).boxes
             smooth = compose.crop_info_for_faces(tracked, size, smoothing=args.window).boxes
             print(f"{name}: {len(frames)} frames, {tracked.summary()}, window width {np.mean(raw[:, 2] - raw[:, 0]):.0f} px")
-            print(line("raw", compose.box_jitter(raw)))
-            print(line(f"smoothed ({args.window})", compose.box_jitter(smooth)))
+            print(line("raw", box_jitter(raw)))
+            print(line(f"smoothed ({args.window})", box_jitter(smooth)))
 
 
 if __name__ == "__main__":

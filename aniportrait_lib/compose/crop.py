@@ -119,16 +119,6 @@ def smooth_boxes(boxes: np.ndarray, window: int = DEFAULT_SMOOTHING) -> np.ndarr
     return np.column_stack([cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2])
 
 
-def box_jitter(boxes: np.ndarray) -> dict[str, float]:
-    """Frame-to-frame change of ``(T, 4)`` boxes in pixels: mean/max of the centre's move and the width's change."""
-    boxes = np.asarray(boxes, dtype=np.float64)
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0
-    moves = np.linalg.norm(np.diff(centre, axis=0), axis=1) if len(boxes) > 1 else np.zeros(1)
-    sizes = np.abs(np.diff(boxes[:, 2] - boxes[:, 0])) if len(boxes) > 1 else np.zeros(1)
-    return {"centre_mean": float(moves.mean()), "centre_max": float(moves.max()),
-            "size_mean": float(sizes.mean()), "size_max": float(sizes.max())}
-
-
 # ----------------------------------------------------------------------------- resampling
 
 

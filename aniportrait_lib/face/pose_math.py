@@ -18,16 +18,8 @@ ROTATION_SCALE = 0.5
 SMOOTHING_WINDOW = 7
 
 
-def euler_to_matrix(euler_deg: np.ndarray, translation: np.ndarray) -> np.ndarray:
-    """``(3,)`` euler xyz degrees + ``(3,)`` translation -> ``(4, 4)`` float64 rigid transform."""
-    m = np.eye(4)
-    m[:3, :3] = Rotation.from_euler("xyz", np.asarray(euler_deg, dtype=np.float64), degrees=True).as_matrix()
-    m[:3, 3] = translation
-    return m
-
-
 def poses_to_matrices(poses: np.ndarray) -> np.ndarray:
-    """``(T, 6)`` poses -> ``(T, 4, 4)`` float64 transforms (vectorised :func:`euler_to_matrix`)."""
+    """``(T, 6)`` poses (euler xyz degrees, translation) -> ``(T, 4, 4)`` float64 rigid transforms."""
     poses = np.asarray(poses, dtype=np.float64).reshape(-1, 6)
     m = np.tile(np.eye(4), (poses.shape[0], 1, 1))
     if poses.shape[0]:

@@ -311,9 +311,5 @@ def decode_to_video(
     return EncodeResult(path, num, width, height, has_audio, codec, max(len(c) for c in chunks))
 
 
-def output_file_name(prefix: str, extension: str, token: str) -> str:
-    return f"{prefix}_{token}.{extension}"
-
-
 __all__: Sequence[str] = ("Codec", "pick_codec", "plan_chunks", "auto_chunk_frames", "decode_to_video", "VideoWriter",
                           "prepare_audio", "pixel_bytes_per_frame", "streaming_bytes_per_frame", "frame_rate")

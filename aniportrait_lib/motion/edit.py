@@ -8,7 +8,7 @@
 * :func:`smooth_meshes` - centred moving average of the meshes over time.
 * :func:`shift_motion`, :func:`trim_motion` - move the motion in time by whole frames (audio/video
   sync) and cut frames off its ends.
-* :func:`plan_blinks`, :func:`apply_blinks` (:func:`add_blinks` = both) - natural eye blinks, which
+* :func:`plan_blinks`, then :func:`apply_blinks` - natural eye blinks, which
   audio cannot drive: seeded random intervals at a given rate, a raised-cosine closing/opening, the
   upper lid brought onto the lower one along the face's own eye opening.
 
@@ -362,9 +362,3 @@ def apply_blinks(face: Face, motion: Motion, plan: BlinkPlan, strength: float = 
         meshes[:, upper] -= closure * (1.0 - LOWER_LID_SHARE) * opening
         meshes[:, lower] += closure * LOWER_LID_SHARE * opening
     return Motion(meshes, motion.poses.copy(), motion.fps)
-
-
-def add_blinks(face: Face, motion: Motion, blinks_per_minute: float = 15.0, blink_frames: float = 6.0,
-               seed: int = 0, strength: float = 1.0) -> Motion:
-    """:func:`plan_blinks` then :func:`apply_blinks`."""
-    return apply_blinks(face, motion, plan_blinks(face, motion, blinks_per_minute, blink_frames, seed), strength)

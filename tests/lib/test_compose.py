@@ -10,6 +10,7 @@ from aniportrait_lib.data import CropInfo
 from aniportrait_lib.face import tracking
 from aniportrait_lib.face.landmarker import FaceLandmarker
 
+from support.faces import box_jitter
 from support.media import real_clip_frames
 
 TALKING_CLIP = "api_kling_avatar2-1.webp"  # a face in every frame
@@ -67,7 +68,7 @@ def test_smoothing_reduces_jitter_on_the_real_clip(talking):
     _, tracked = talking
     raw = compose.crop_info_for_faces(tracked, (512, 512), smoothing=1).boxes
     smooth = compose.crop_info_for_faces(tracked, (512, 512)).boxes
-    before, after = compose.box_jitter(raw), compose.box_jitter(smooth)
+    before, after = box_jitter(raw), box_jitter(smooth)
     print(f"[jitter] {TALKING_CLIP}: raw {before}, smoothed {after}")
     assert after["centre_mean"] < 0.6 * before["centre_mean"] and after["centre_max"] < 0.5 * before["centre_max"]
     assert after["size_mean"] < 0.5 * before["size_mean"]

@@ -233,7 +233,7 @@ def test_blinks_in_a_motion_match_the_rate_and_seed(face):
     motion = _motion(face, frames=1800)  # 60 s at 15 per minute
     counts = [len(motion_edit.plan_blinks(face, motion, 15, 6, seed).starts) for seed in range(5)]
     assert 12 <= np.mean(counts) <= 18
-    a, b = (motion_edit.add_blinks(face, motion, 15, 6, seed=1) for _ in range(2))
+    a, b = (motion_edit.apply_blinks(face, motion, motion_edit.plan_blinks(face, motion, 15, 6, seed=1)) for _ in range(2))
     assert np.array_equal(a.meshes, b.meshes)
 
 
@@ -278,11 +278,11 @@ def test_blink_strength_scales_the_closure(face):
     (lambda f, m: motion_edit.trim_motion(m, 6, 4), r"^trim_start=6 and trim_end=4 remove all 10 frames of the motion$"),
     (lambda f, m: motion_edit.trim_motion(m, -1, 0), r"^trim_start and trim_end must be whole numbers of frames >= 0, got -1 and 0$"),
     (lambda f, m: motion_edit.keyframes(m, 0), r"^every must be a whole number of frames >= 1, got 0$"),
-    (lambda f, m: motion_edit.add_blinks(f, m, blinks_per_minute=-2), r"^blinks_per_minute must be a number >= 0, got -2$"),
-    (lambda f, m: motion_edit.add_blinks(f, m, blink_frames=0), r"^blink_frames must be >= 1, got 0$"),
-    (lambda f, m: motion_edit.add_blinks(f, m, blinks_per_minute=400, blink_frames=6),
+    (lambda f, m: motion_edit.plan_blinks(f, m, blinks_per_minute=-2), r"^blinks_per_minute must be a number >= 0, got -2$"),
+    (lambda f, m: motion_edit.plan_blinks(f, m, blink_frames=0), r"^blink_frames must be >= 1, got 0$"),
+    (lambda f, m: motion_edit.plan_blinks(f, m, blinks_per_minute=400, blink_frames=6),
      r"^400 blinks per minute of 6 frames each at 30 fps leave no open-eye time between blinks; lower blinks_per_minute or blink_frames$"),
-    (lambda f, m: motion_edit.add_blinks(f, m, strength=1.5), r"^blink strength must be from 0 to 1, got 1.5$"),
+    (lambda f, m: motion_edit.apply_blinks(f, m, motion_edit.plan_blinks(f, m), strength=1.5), r"^blink strength must be from 0 to 1, got 1.5$"),
     (lambda f, m: motion_edit.scale_expression(Motion(m.meshes[:, :100], m.poses), f),
      r"^the motion's meshes have 100 points; editing needs MediaPipe's 468-point face mesh$"),
 ])

@@ -65,7 +65,7 @@ def test_canonical_points_are_where_the_docs_say(model):
 
 
 def test_fit_recovers_a_known_pose(model):
-    truth = pose_math.euler_to_matrix([12.0, -25.0, 8.0], [3.0, -2.0, -45.0])
+    truth = pose_math.poses_to_matrices([12.0, -25.0, 8.0, 3.0, -2.0, -45.0])[0]
     points = pl._project(pl.canonical_five_points(model), truth, 640, 480)
     fitted = pl.fit_transform(points, 640, 480, model, "pose")
     angles, translation = pose_math.matrix_to_euler(fitted)

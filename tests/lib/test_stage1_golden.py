@@ -64,7 +64,7 @@ def test_projection_golden():
         assert np.array_equal(pose_math.perspective_matrix(float(aspect)), np.array(flat, dtype=np.float32))
 
     em_tol = tol(limits.split("euler/matrix:")[1])
-    e2m = np.stack([pose_math.euler_to_matrix(e, t) for e, t in zip(np.load(folder / "euler_in.npy"), np.load(folder / "translation_in.npy"))])
+    e2m = pose_math.poses_to_matrices(np.concatenate([np.load(folder / "euler_in.npy"), np.load(folder / "translation_in.npy")], axis=1))
     report("euler->matrix", float(np.abs(e2m - np.load(folder / "e2m_out.npy")).max()), em_tol)
     m2e = [pose_math.matrix_to_euler(m) for m in np.load(folder / "m2e_in.npy")]
     report("matrix->euler", float(np.abs(np.stack([e for e, _ in m2e]) - np.load(folder / "m2e_euler_out.npy")).max()), em_tol)

@@ -1,4 +1,4 @@
-"""Faces drawn for tests: a flat anime-style face that MediaPipe does not find."""
+"""Faces for tests: a flat anime-style face that MediaPipe does not find, and how much face boxes jitter."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,3 +28,12 @@ def anime_face(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     points = np.array([[196, 290], [316, 290], [256, 355], [236, 400], [276, 400]], float) * s
     return img, points
 
+
+def box_jitter(boxes: np.ndarray) -> dict[str, float]:
+    """Frame-to-frame change of ``(T, 4)`` boxes in pixels: mean/max of the centre's move and the width's change."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0
+    moves = np.linalg.norm(np.diff(centre, axis=0), axis=1) if len(boxes) > 1 else np.zeros(1)
+    sizes = np.abs(np.diff(boxes[:, 2] - boxes[:, 0])) if len(boxes) > 1 else np.zeros(1)
+    return {"centre_mean": float(moves.mean()), "centre_max": float(moves.max()),
+            "size_mean": float(sizes.mean()), "size_max": float(sizes.max())}
