@@ -214,15 +214,22 @@ def _read_error(path: Path, exc: BaseException) -> CheckpointError:
 
 
 def _torch_load(path: Path, mmap: bool) -> object:
-    """``torch.load`` with ``weights_only=True`` (never anything else); ``mmap`` only for zip checkpoints."""
+    """``torch.load`` with ``weights_only=True`` (never anything else); ``mmap`` only for zip checkpoints.
+
+    torch's warning about a pickle protocol it did not write (asking to file an issue) is kept from the
+    user: such a file either loads or gets this module's one sentence.
+    """
+    import warnings
     import zipfile
 
-    if mmap and zipfile.is_zipfile(path):
-        try:
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        except TypeError:  # torch < 2.1 has no mmap
-            pass
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        if mmap and zipfile.is_zipfile(path):
+            try:
+                return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except TypeError:  # torch < 2.1 has no mmap
+                pass
+        return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _unwrap(sd: object, path: Path) -> dict[str, torch.Tensor]:

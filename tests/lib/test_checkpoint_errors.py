@@ -268,3 +268,15 @@ def test_torchs_advice_to_load_unsafely_never_reaches_the_log(tmp_path, caplog, 
     assert "reading checkpoint" in caplog.text
     for advice in UNSAFE_ADVICE:
         assert advice not in caplog.text, f"{advice!r} reached the log: {caplog.text}"
+
+
+def test_torchs_pickle_protocol_warning_is_not_passed_on(tmp_path):
+    """torch warns about a protocol it did not write and asks to file an issue: no use to a user."""
+    import warnings
+
+    path = _legacy_pickle(tmp_path / "audio2mesh.pt", tmp_path / "ran", "torch_legacy4")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError):
+            weights.read_state_dict(path)
+    assert [str(w.message) for w in caught] == []
