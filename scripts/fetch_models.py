@@ -12,10 +12,14 @@ Files go under the names and ComfyUI model folders the workflows use:
 An existing file is never overwritten: it is checked offline instead (key/shape layout, .task members).
 A download goes to a temporary name next to its target, is checked, and is moved into place only while the
 target still does not exist.
+
+Run it with your ComfyUI's Python: the checks read the files with PyTorch (weights only, never running
+code in them), as the pack does.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import sys
@@ -27,22 +31,20 @@ if str(PACK_ROOT) not in sys.path:
     sys.path.insert(0, str(PACK_ROOT))
 
 GROUP_CHOICES = ("aniportrait", "vae", "clip_vision", "landmarker")
-
-
-def default_models_dir() -> tuple[Path, str]:
-    """The models folder of the ComfyUI this pack sits in (custom_nodes/<pack>), else ~/ComfyUI/models."""
-    if PACK_ROOT.parent.name == "custom_nodes":
-        return PACK_ROOT.parent.parent / "models", "the ComfyUI this pack is installed in"
-    return Path.home() / "ComfyUI" / "models", "default; pass --models to choose another"
+#: what the checks import (the pack's own checkpoint reader and landmarker members), and what a download adds
+CHECK_MODULES = ("torch", "numpy", "safetensors")
+DOWNLOAD_MODULES = ("huggingface_hub",)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from model_files import DEFAULT_MODELS_HELP
+
     p = argparse.ArgumentParser(
         description="Download the model files the AniPortrait workflows need into a ComfyUI models folder "
-                    "(never overwriting a file), or check the files that are there (--check).")
+                    "(never overwriting a file), or check the files that are there (--check). "
+                    "Run it with your ComfyUI's Python (it reads the files with PyTorch).")
     p.add_argument("--models", type=Path, default=None,
-                   help="a ComfyUI models folder (default: the models folder of the ComfyUI this pack is "
-                        "installed in, else ~/ComfyUI/models)")
+                   help=f"a ComfyUI models folder (default: {DEFAULT_MODELS_HELP}; run_example.py uses the same)")
     p.add_argument("--check", action="store_true",
                    help="only check the files offline, never download; exit code 1 when any is missing or bad")
     p.add_argument("--only", choices=GROUP_CHOICES, action="append",
@@ -51,6 +53,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--verbose", action="store_true",
                    help="also print why a file could not be read (the reading library's own messages)")
     return p.parse_args(argv)
+
+
+def missing_modules(check_only: bool) -> list[str]:
+    """The modules this run needs that do not import in this Python."""
+    missing = []
+    for name in CHECK_MODULES + (() if check_only else DOWNLOAD_MODULES):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 # ---------------------------------------------------------------------------------------------------- download
@@ -171,10 +184,17 @@ def fetch_one(entry, models: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    missing = missing_modules(args.check)
+    if missing:
+        print(f"error: {sys.executable} lacks {', '.join(missing)}, which this script needs to "
+              f"{'check' if args.check else 'download and check'} the files: run it with your ComfyUI's Python "
+              f"(e.g. ComfyUI/venv/bin/python {Path(__file__).resolve()}), or install them: "
+              f"{sys.executable} -m pip install {' '.join(missing)}", file=sys.stderr)
+        return 2
     import logging
 
     logging.basicConfig(level=logging.WARNING if args.verbose else logging.ERROR, format="  (%(message)s)")
-    from model_files import check_file, files_for
+    from model_files import check_file, default_models_dir, files_for
 
     if args.models is not None:
         models, how = args.models, "given with --models"

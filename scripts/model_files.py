@@ -24,6 +24,11 @@ from typing import Iterable, Mapping, Sequence
 #: the ``--only`` groups, in download order
 GROUPS = ("aniportrait", "vae", "clip_vision", "landmarker")
 
+PACK_ROOT = Path(__file__).resolve().parents[1]
+#: how the --help of fetch_models.py and run_example.py names the default models folder
+DEFAULT_MODELS_HELP = ("$ANIPORTRAIT_MODELS, else the models folder of the ComfyUI this pack is installed in "
+                       "(ComfyUI/custom_nodes/<pack>), else ~/aniportrait-models")
+
 HF_ANIPORTRAIT = "ZJYang/AniPortrait"
 HF_VAE = "stabilityai/sd-vae-ft-mse"
 HF_IMAGE_ENCODER = "lambdalabs/sd-image-variations-diffusers"
@@ -127,6 +132,16 @@ MODEL_FILES: tuple[ModelFile, ...] = (
     ModelFile("face_landmarker.task", "aniportrait", "landmarker", 3_758_596, None, url=LANDMARKER_URL,
               members=(), what="MediaPipe Face Landmarker"),
 )
+
+
+def default_models_dir() -> tuple[Path, str]:
+    """The models folder fetch_models.py and run_example.py use when none is given (see
+    :data:`DEFAULT_MODELS_HELP`), and a few words on why that one."""
+    if os.environ.get("ANIPORTRAIT_MODELS"):
+        return Path(os.environ["ANIPORTRAIT_MODELS"]).expanduser(), "from $ANIPORTRAIT_MODELS"
+    if PACK_ROOT.parent.name == "custom_nodes":
+        return PACK_ROOT.parent.parent / "models", "the ComfyUI this pack is installed in"
+    return Path.home() / "aniportrait-models", "default; pass --models to choose another"
 
 
 def files_for(groups: Iterable[str] | None = None) -> list[ModelFile]:

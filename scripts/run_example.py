@@ -1,15 +1,18 @@
 """Run an example AniPortrait workflow on ComfyUI and print where its output went (last line).
 
 The workflow is the API twin of workflows/<NAME>.json (tests/e2e/prompts/<NAME>_api.json) with the bundled
-example inputs of example_inputs/ (a portrait, a speech clip, a short driving video) unless --image/--audio/
---video name others. Inputs are copied into ComfyUI's input folder, never over a file that is there.
+example inputs of example_inputs/ (a portrait, a photo, a speech clip, short driving, head-motion and dubbing
+videos) unless --image/--audio/--video name others. Inputs are copied into ComfyUI's input folder, never over
+a file that is there. The arguments (and, without --demo, that the model files are there) are checked before
+anything is installed or started.
 
 Which ComfyUI: --comfyui PATH (or env ANIPORTRAIT_COMFYUI) runs it on your ComfyUI install, with its Python
 (PATH/venv, PATH/.venv, else the python running this script; or --python), its models folder (PATH/models
 unless --models), its GPU (--cpu only when its torch sees no CUDA/MPS/XPU) and its output folder; the pack
 is symlinked into its custom_nodes/ if it is not there. Without it: the vendored ComfyUI that
-scripts/setup_env.sh installs in ~/.cache/aniportrait-ci (CPU), models from --models (default
-~/aniportrait-models), input/output in ~/.cache/aniportrait-ci/example/.
+scripts/setup_env.sh installs in ~/.cache/aniportrait-ci (CPU), models from --models (default, as for
+scripts/fetch_models.py: $ANIPORTRAIT_MODELS, else the models folder of the ComfyUI this pack is installed
+in, else ~/aniportrait-models), input/output in ~/.cache/aniportrait-ci/example/.
 
 Model files: the real ones, under the names of scripts/fetch_models.py (.safetensors/.pth/.pt copies of
 the AniPortrait files work too). Missing or wrong files stop the run before ComfyUI starts, with where to
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -34,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_INPUTS = REPO / "example_inputs"
 WORKFLOWS = ("aniportrait_audio2video", "aniportrait_audio2video_ksampler", "aniportrait_stage1", "aniportrait_pose_template",
-             "aniportrait_reenactment")
+             "aniportrait_reenactment", "aniportrait_photo_paste_back", "aniportrait_dubbing")
 DEMO_BANNER = "DEMO: random weights, the video is noise"
 #: loader node -> (its file input, the option that replaces it)
 INPUT_NODES = {"LoadImage": ("image", "image"), "LoadAudio": ("audio", "audio"), "LoadVideo": ("file", "video")}
@@ -56,18 +60,30 @@ def say(text: str = "") -> None:
 
 
 # ----------------------------------------------------------------------------------------------- arguments
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors in one line (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from model_files import DEFAULT_MODELS_HELP
+
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workflow", default="aniportrait_audio2video", choices=WORKFLOWS,
                     help="which workflow to run (default: aniportrait_audio2video, the whole pipeline)")
-    ap.add_argument("--image", type=Path, help="your portrait (default: example_inputs/aniportrait_reference.png)")
+    ap.add_argument("--image", type=Path, help="your portrait, or your photo for aniportrait_photo_paste_back "
+                                               "(default: the workflow's image in example_inputs/)")
     ap.add_argument("--audio", type=Path, help="your speech clip (default: example_inputs/aniportrait_speech.wav)")
-    ap.add_argument("--video", type=Path, help="your driving / head-motion video (reenactment, pose template)")
+    ap.add_argument("--video", type=Path, help="your driving video (reenactment), head-motion video (pose template) "
+                                               "or video to dub (dubbing); default: the workflow's video in example_inputs/")
     ap.add_argument("--comfyui", type=Path, default=os.environ.get("ANIPORTRAIT_COMFYUI") or None,
                     help="your ComfyUI folder (env ANIPORTRAIT_COMFYUI); default: the vendored one")
     ap.add_argument("--python", help="the Python of that ComfyUI (default: PATH/venv, PATH/.venv, else this one)")
     ap.add_argument("--models", type=Path,
-                    help="models folder (default: PATH/models with --comfyui, else $ANIPORTRAIT_MODELS or ~/aniportrait-models)")
+                    help=f"models folder (default: PATH/models with --comfyui, else {DEFAULT_MODELS_HELP}; "
+                         f"fetch_models.py uses the same)")
     ap.add_argument("--demo", action="store_true",
                     help="run on random demo weights (their own folder, never your models): the video is noise")
     ap.add_argument("--no-check", action="store_true", help="skip the offline layout check of the model files")
@@ -78,7 +94,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work", type=Path, default=None,
                     help="input/output folder of the vendored ComfyUI (default ~/.cache/aniportrait-ci/example)")
     ap.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is there")
+    # run_example.sh: check the arguments and the model files with the system Python, before the install
+    ap.add_argument("--preflight", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
+
+
+def models_folder(args: argparse.Namespace) -> Path:
+    """--models, else PATH/models with --comfyui, else the default that fetch_models.py uses too."""
+    if args.models is not None:
+        return args.models
+    if args.comfyui is not None:
+        return args.comfyui / "models"
+    from model_files import default_models_dir
+
+    return default_models_dir()[0]
+
+
+def preflight(args: argparse.Namespace) -> dict:
+    """What fails before anything is installed or started (needs no torch): the arguments, then, without
+    --demo, model files missing from the models folder (their layout is checked later, with torch)."""
+    prompt = load_prompt(args.workflow)
+    check_args(args, prompt)
+    if not args.demo:
+        find_real_files(needed_files(prompt), models_folder(args), check=False)
+    return prompt
 
 
 def check_args(args: argparse.Namespace, prompt: dict) -> None:
@@ -434,8 +473,7 @@ def run(args: argparse.Namespace) -> int:
         if bad:
             raise Fail(f"the pack's requirements are missing in {python} ({', '.join(bad)}): run  "
                        f"{python} -m pip install -r {REPO / 'requirements.txt'}")
-    models = args.models or (args.comfyui / "models" if args.comfyui is not None else
-                             Path(os.environ.get("ANIPORTRAIT_MODELS", Path.home() / "aniportrait-models")))
+    models = models_folder(args)
     if args.demo:
         folder = demo_dir()
         say(f"demo weights: {folder} (your models folder is not used or touched)")
@@ -487,6 +525,16 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # the library's warnings (e.g. the reason a checkpoint was refused) stay out of the output: every file
+    # problem is told in the run's own words
+    logging.basicConfig(level=logging.ERROR, format="  (%(message)s)")
+    if args.preflight:
+        try:
+            preflight(args)
+        except Fail as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return exc.code
+        return 0
     if args.demo and not os.environ.get("_ANIPORTRAIT_DEMO_BANNER_SHOWN"):
         say(DEMO_BANNER)
     try:

@@ -3,7 +3,7 @@
 #   with --comfyui PATH (or env ANIPORTRAIT_COMFYUI): on your ComfyUI, with its Python; installs nothing
 #   without: on the vendored ComfyUI that scripts/setup_env.sh installs on first use (CPU), without the
 #            tests' extras (no chromium, espeak-ng or test requirements)
-# --help installs and starts nothing.
+# --help installs and starts nothing; bad arguments and missing model files fail before the install.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPT="$REPO/scripts/run_example.py"
@@ -41,6 +41,11 @@ if [ -n "$COMFY" ]; then
   fi
   [ -n "$PY" ] || PY="$(command -v python3 || command -v python)"
 else
+  # the arguments and the model files first (plain Python, no torch), then the install
+  SYS_PY="$(command -v python3 || command -v python || true)"
+  if [ -n "$SYS_PY" ]; then
+    "$SYS_PY" "$SCRIPT" --preflight "$@" || exit $?
+  fi
   PY="$(ANIPORTRAIT_NO_BROWSER=1 ANIPORTRAIT_NO_TEST_DEPS=1 bash "$REPO/scripts/setup_env.sh" | tail -n 1)"
 fi
 exec "$PY" "$SCRIPT" "$@"

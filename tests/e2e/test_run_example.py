@@ -201,3 +201,92 @@ def test_ctrl_c_stops_the_server_with_one_message(models, demo_env, tmp_path):
 
     with pytest.raises(requests.RequestException):
         requests.get(f"http://127.0.0.1:{port}/system_stats", timeout=5)
+
+
+# ----------------------------------------------------------------------------- before the install
+@pytest.mark.parametrize("args, code, first_line", [
+    (["--image", "{tmp}/nope.png"], 2, "error: --image {tmp}/nope.png: no such file"),
+    (["--workflow", "nope"], 2, "error: argument --workflow: invalid choice: 'nope' (choose from "),
+    (["--size", "100"], 2, "error: --size 100: use a multiple of 8 from 64 up (e.g. 512)"),
+    (["--workflow", "aniportrait_dubbing", "--image", str(REPO / "example_inputs" / "aniportrait_photo.png")], 2,
+     "error: --image: the workflow aniportrait_dubbing has no image input"),
+    (["--models", "{tmp}/empty"], 1, "error: 9 model file(s) missing in {tmp}/empty:"),
+])
+def test_run_example_sh_checks_arguments_and_files_before_the_install(tmp_path, args, code, first_line):
+    """Bad arguments (and missing model files) fail at once, before setup_env.sh installs anything."""
+    env = dict(os.environ, ANIPORTRAIT_COMFYUI_DIR=str(tmp_path / "would-install-here"))
+    env.pop("ANIPORTRAIT_COMFYUI", None)
+    env.pop("ANIPORTRAIT_MODELS", None)
+    args = [a.format(tmp=tmp_path) for a in args]
+    t0 = time.time()
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "run_example.sh"), *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+    elapsed = time.time() - t0
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith(first_line.format(tmp=tmp_path)), proc.stderr
+    assert code == 1 or len(lines) == 1, proc.stderr  # an argument error is one line; missing files are listed
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "would-install-here").exists() and "[setup]" not in proc.stderr
+    assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+# ----------------------------------------------------------------------------- the seven workflows
+def test_every_workflow_has_its_example_inputs_and_takes_only_its_own():
+    import run_example
+
+    inputs = {}
+    for name in run_example.WORKFLOWS:
+        prompt = run_example.load_prompt(name)
+        inputs[name] = {}
+        for node in prompt.values():
+            if node["class_type"] in run_example.INPUT_NODES:
+                key, opt = run_example.INPUT_NODES[node["class_type"]]
+                inputs[name][opt] = node["inputs"][key]
+                assert (REPO / "example_inputs" / node["inputs"][key]).is_file(), (name, node["inputs"][key])
+    assert sorted(run_example.WORKFLOWS) == sorted(p.name[:-len("_api.json")] for p in (REPO / "tests" / "e2e" / "prompts").glob("*_api.json"))
+    assert inputs["aniportrait_photo_paste_back"] == {"image": "aniportrait_photo.png", "audio": "aniportrait_speech.wav"}
+    assert inputs["aniportrait_dubbing"] == {"video": "dubbing_source.mp4", "audio": "aniportrait_speech.wav"}
+
+
+@pytest.mark.parametrize("workflow, given, refused", [
+    ("aniportrait_photo_paste_back", "image", "video"),
+    ("aniportrait_dubbing", "video", "image"),
+])
+def test_photo_paste_back_and_dubbing_arguments(tmp_path, workflow, given, refused):
+    import run_example
+
+    mine = tmp_path / "mine.bin"
+    mine.write_bytes(b"x")
+    args = run_example.parse_args(["--workflow", workflow, f"--{given}", str(mine), "--audio", str(mine)])
+    prompt = run_example.load_prompt(workflow)
+    run_example.check_args(args, prompt)
+    args = run_example.parse_args(["--workflow", workflow, f"--{refused}", str(mine)])
+    with pytest.raises(run_example.Fail, match=f"^--{refused}: the workflow {workflow} has no {refused} input$"):
+        run_example.check_args(args, prompt)
+
+
+def test_a_checkpoint_with_code_is_named_without_torchs_advice(tmp_path, demo_env):
+    """The example sets no logging of its own; the library's text must not hand a user torch's advice to load
+    the file with weights_only=False."""
+    import pickle
+
+    import torch
+
+    class RunsCode:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+
+    models = tmp_path / "models"
+    (models / "aniportrait").mkdir(parents=True)
+    torch.save({"w": torch.zeros(2), "x": RunsCode()}, models / "aniportrait" / "audio2mesh.pt")
+    with open(models / "aniportrait" / "audio2pose.pt", "wb") as f:
+        pickle.dump({"x": RunsCode()}, f, protocol=4)
+    proc = run(["--workflow", "aniportrait_stage1", "--models", str(models)], demo_env, timeout=120)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text
+    assert "aniportrait/audio2mesh.pt: contains code or objects and was refused for your safety" in text
+    assert "aniportrait/audio2pose.pt: contains code or objects and was refused for your safety" in text
+    for advice in ("weights_only", "trusted source", "safe_globals", "will likely succeed", "Traceback"):
+        assert advice not in text, text
+    assert not (tmp_path / "ran").exists()
