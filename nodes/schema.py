@@ -54,6 +54,16 @@ def source_fps(default: float) -> io.Float.Input:
     return io.Float.Input("fps", default=default, min=1.0, max=240.0, step=0.01, tooltip=SOURCE_FPS_TOOLTIP)
 
 
+def video_model() -> io.Model.Input:
+    """The AniPortrait MODEL, on every node that takes it."""
+    return io.Model.Input("model", tooltip="The AniPortrait MODEL (AniPortrait Load Video Model).")
+
+
+def vae() -> io.Vae.Input:
+    """The SD1.5 VAE that encodes the reference and decodes the video."""
+    return io.Vae.Input("vae", tooltip="SD1.5 VAE (sd-vae-ft-mse): the same one for Video Conditioning and for decoding.")
+
+
 def model_file(name: str, default: str, tooltip: str, extensions: tuple[str, ...] = CHECKPOINT_EXTENSIONS) -> io.Combo.Input:
     """A combo over the files in ``models/aniportrait`` with these extensions."""
     return io.Combo.Input(name, options=comfy.list_model_files(*extensions), default=default,
