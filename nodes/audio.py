@@ -88,6 +88,9 @@ class Audio2Pose(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, audio2pose, audio_features, motion, style_id, smoothing_window, rotation_scale) -> io.NodeOutput:
+        if audio2pose is None:
+            raise ValueError("no Audio2Pose model came in: AniPortrait Load Audio Models has audio2pose_name 'none'; "
+                             "pick audio2pose.pt there")
         inference.check_same_clip(motion.num_frames, audio_features)
         device = comfy.load_for_inference(audio2pose)
         poses = inference.predict_poses(audio2pose.model, audio_features, style_id, smoothing_window, rotation_scale,

@@ -46,16 +46,23 @@ def _lmk2video_files(reference_unet_name, denoising_unet_name, motion_module_nam
 
 
 class LoadAudioModels(io.ComfyNode):
+    #: the audio2pose_name option for workflows whose head motion comes from elsewhere (video, pose template)
+    NO_AUDIO2POSE = "none"
+
     @classmethod
     def define_schema(cls) -> io.Schema:
+        pose_input = _file_input("audio2pose_name", "audio2pose.pt", "Audio2Pose checkpoint (released file: audio2pose.pt)."
+                      + " none: no Audio2Pose (head motion from a video or a pose template).")
+        pose_input.options = [cls.NO_AUDIO2POSE] + list(pose_input.options)
         return io.Schema(
             node_id="AniPortraitLoadAudioModels",
             display_name="AniPortrait Load Audio Models",
             category=f"{comfy.CATEGORY}/loaders",
-            description="Loads the released audio2mesh.pt and audio2pose.pt (each carries its own fine-tuned wav2vec2) from models/aniportrait.",
+            description="Loads the released audio2mesh.pt and audio2pose.pt (each carries its own fine-tuned wav2vec2) from "
+                        "models/aniportrait. audio2pose 'none' loads no Audio2Pose, for head motion from a video or pose template.",
             inputs=[
                 _file_input("audio2mesh_name", "audio2mesh.pt", "Audio2Mesh checkpoint (released file: audio2mesh.pt)."),
-                _file_input("audio2pose_name", "audio2pose.pt", "Audio2Pose checkpoint (released file: audio2pose.pt)."),
+                pose_input,
             ],
             outputs=[sockets.Audio2MeshModel.Output("audio2mesh"), sockets.Audio2PoseModel.Output("audio2pose")],
         )
@@ -64,11 +71,13 @@ class LoadAudioModels(io.ComfyNode):
     @comfy.user_errors
     def execute(cls, audio2mesh_name, audio2pose_name) -> io.NodeOutput:
         mesh_path = comfy.resolve_model_file(audio2mesh_name, "Audio2Mesh")
-        pose_path = comfy.resolve_model_file(audio2pose_name, "Audio2Pose")
         mesh = audio_models.load_audio2mesh(weights.read_state_dict(mesh_path), mesh_path)
-        pose = audio_models.load_audio2pose(weights.read_state_dict(pose_path), pose_path)
+        pose = None  # AniPortrait Audio2Pose says what to pick when it gets none
+        if audio2pose_name != cls.NO_AUDIO2POSE:
+            pose_path = comfy.resolve_model_file(audio2pose_name, "Audio2Pose")
+            pose = comfy.patcher_for(audio_models.load_audio2pose(weights.read_state_dict(pose_path), pose_path))
         # fp32 on purpose: the original never casts the audio models (reference quirk 9)
-        return io.NodeOutput(comfy.patcher_for(mesh), comfy.patcher_for(pose))
+        return io.NodeOutput(comfy.patcher_for(mesh), pose)
 
 
 class LoadFaceLandmarker(io.ComfyNode):

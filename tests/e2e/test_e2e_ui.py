@@ -258,7 +258,11 @@ def test_ui_workflow_is_laid_out_valid_and_queues_as_its_api_twin(page, object_i
     notes = [n for n in nodes if n["type"] in ("Note", "MarkdownNote")]
     assert len(notes) == 1
     note = notes[0]["widgets"][0]["value"]
-    for cls, files in {"AniPortraitLoadAudioModels": ["audio2mesh.pt", "audio2pose.pt"],
+    audio2pose = [] if all(n["inputs"].get("audio2pose_name") == "none" for n in load_workflow(f"{name}_api.json").values()
+                           if n["class_type"] == "AniPortraitLoadAudioModels") else ["audio2pose.pt"]
+    if not audio2pose:
+        assert "audio2pose.pt" not in note, "a workflow that loads no Audio2Pose must not ask for its file"
+    for cls, files in {"AniPortraitLoadAudioModels": ["audio2mesh.pt", *audio2pose],
                        "AniPortraitLoadFaceLandmarker": ["face_landmarker.task"],
                        "AniPortraitLoadLmk2VideoModels": ["reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "pose_guider.pth"],
                        "VAELoader": ["sd-vae-ft-mse.safetensors"],

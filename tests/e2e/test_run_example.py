@@ -290,3 +290,14 @@ def test_a_checkpoint_with_code_is_named_without_torchs_advice(tmp_path, demo_en
     for advice in ("weights_only", "trusted source", "safe_globals", "will likely succeed", "Traceback"):
         assert advice not in text, text
     assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("workflow, audio2pose", [
+    ("aniportrait_pose_template", False), ("aniportrait_dubbing", False), ("aniportrait_reenactment", False),
+    ("aniportrait_stage1", True), ("aniportrait_photo_paste_back", True), ("aniportrait_audio2video", True),
+])
+def test_only_workflows_that_use_audio2pose_ask_for_it(workflow, audio2pose):
+    import run_example
+
+    names = [f.name for f in run_example.needed_files(run_example.load_prompt(workflow))]
+    assert ("audio2pose.pt" in names) == audio2pose, names

@@ -115,3 +115,19 @@ def test_missing_file_is_a_clear_error_naming_the_folders(nodes):
     with pytest.raises(ValueError, match=r"'nothere.pt' was not found") as info:
         nodes.loaders.LoadAudioModels.execute("nothere.pt", "audio2pose.pt")
     assert str(nodes.folder) in str(info.value) and type(info.value) is ValueError
+
+
+def test_audio_models_without_audio2pose(nodes, landmarker, portrait):
+    """audio2pose 'none' (workflows whose head motion comes from a video or a template) loads Audio2Mesh only."""
+    options = nodes.loaders.LoadAudioModels.define_schema().inputs[1].options
+    assert options[0] == "none" and "audio2pose.pt" in options
+    mesh_model, pose_model = nodes.loaders.LoadAudioModels.execute("audio2mesh.pt", "none").result
+    assert pose_model is None and mesh_model is not None
+    face = nodes.face.FaceAnalysis.execute(landmarker, comfy_image(portrait)).result[0]
+    speech = torch.sin(2 * torch.pi * 220 * torch.linspace(0, 1, 16000))[None, None]
+    features = nodes.audio.AudioFeatures.execute({"waveform": speech, "sample_rate": 16000}, 30.0).result[0]
+    motion = nodes.audio.Audio2Mesh.execute(mesh_model, features, face).result[0]
+    with pytest.raises(ValueError, match=r"^no Audio2Pose model came in: AniPortrait Load Audio Models has audio2pose_name "
+                                         r"'none'; pick audio2pose\.pt there$") as info:
+        nodes.audio.Audio2Pose.execute(pose_model, features, motion, 3, 7, 0.5)
+    assert type(info.value) is ValueError

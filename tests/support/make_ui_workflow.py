@@ -165,6 +165,9 @@ def note_text(api: dict, summary: str) -> str:
     hf = False
     for cls, (line, src) in MODEL_LINES.items():
         if cls in loaders:
+            if cls == "AniPortraitLoadAudioModels" and all(
+                    n["inputs"].get("audio2pose_name") == "none" for n in api.values() if n["class_type"] == cls):
+                line = line.replace(", `audio2pose.pt`", "")  # head motion from elsewhere: no Audio2Pose loaded
             lines.append(f"* {line}" + (" — from the AniPortrait release" if src == "hf" else ""))
             hf = hf or src == "hf"
     if hf:
