@@ -1,7 +1,10 @@
 """AniPortrait for ComfyUI: registers the pack's nodes (and nothing else).
 
-Only exports ``comfy_entrypoint`` (V3); the guard lets tools import the package outside ComfyUI.
+Exports ``comfy_entrypoint`` (V3) and ``WEB_DIRECTORY``, whose ``docs/<node id>.md`` pages the frontend (>= 1.22)
+shows as each node's help; the guard lets tools import the package outside ComfyUI.
 """
+WEB_DIRECTORY = "./web"
+
 try:
     import comfy.utils  # noqa: F401
 except ImportError:  # imported outside ComfyUI (tests, scripts): no nodes to register

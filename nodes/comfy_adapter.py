@@ -25,7 +25,6 @@ from ..aniportrait_lib import imaging, weights
 
 log = logging.getLogger("aniportrait")
 
-CATEGORY = "AniPortrait"
 MODEL_FOLDER = "aniportrait"
 TEMPLATE_FOLDER = "aniportrait_pose_templates"
 #: the largest video size any node accepts (the sampler's limit; stage 1 follows it)
@@ -125,6 +124,17 @@ def load_for_inference(*patchers: comfy.model_patcher.ModelPatcher, memory_requi
     """
     mm.load_models_gpu(list(patchers), memory_required=memory_required, force_full_load=not partial)
     return patchers[0].load_device
+
+
+def sampler_loader(model: comfy.model_patcher.ModelPatcher, **sizes: Any) -> Callable[[int], torch.device]:
+    """The pack sampler's ``load(activation_bytes)``: the pre-flight memory check for a run of ``sizes``
+    (:func:`check_memory`'s ``sampler`` step), then ``model`` onto the compute device (partial loads allowed)."""
+
+    def load(memory_required: int) -> torch.device:
+        check_memory("sampler", models=(model,), dtype=model.model.manual_cast_dtype or model.model.get_dtype(), **sizes)
+        return load_for_inference(model, memory_required=memory_required, partial=True)
+
+    return load
 
 
 def offload_device() -> torch.device:

@@ -21,8 +21,8 @@ the current window as ``transformer_options["context_window"]``; the model picks
 itself, and tells newer cores (``resize_cond_for_context_window``) not to slice its conds. This works whether
 or not a core version slices model conds (0.3.64 never slices them; see the README's version notes).
 
-The library part (:class:`~aniportrait_lib.sampling.evaluation.VideoDenoiser`) is ComfyUI-free; this module only
-translates ComfyUI's calling convention.
+The model evaluation itself (:class:`~aniportrait_lib.sampling.evaluation.Lmk2VideoModel`) is ComfyUI-free and the
+same one the pack's own sampler calls; this module only translates ComfyUI's calling convention and conditioning.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ import comfy.supported_models_base
 from ..aniportrait_lib.sampling import compiling, context_windows, sampler
 
 from ..aniportrait_lib.networks import loading
-from ..aniportrait_lib.sampling.evaluation import DenoiserCall, VideoDenoiser
+from ..aniportrait_lib.sampling.evaluation import Lmk2VideoModel, ModelCall
 
 
 REFERENCE_LATENT = "aniportrait_reference_latent"
@@ -52,6 +52,9 @@ USE_REFERENCE = "aniportrait_use_reference"
 POSES = "aniportrait_poses"
 CACHE_WRAPPER_KEY = "aniportrait_reference_cache"
 COMPILE_WRAPPER_KEY = "aniportrait_compile"
+LATENT_ERROR = ("the AniPortrait model samples video latents (1, 4, frames, h, w), not image latents (batch, 4, h, w): "
+                "connect the latent from AniPortrait Video Conditioning (not Empty Latent Image or another image latent).")
+NOT_ANIPORTRAIT = ("{node} takes the AniPortrait MODEL: connect AniPortrait Load Video Model{other}.")
 
 #: the original's ``noise_scheduler_kwargs`` in core's terms (core's "linear" is diffusers' "scaled_linear")
 SAMPLING_SETTINGS = {"beta_schedule": "sqrt_linear", "linear_start": 0.00085, "linear_end": 0.012, "zsnr": True}
@@ -76,8 +79,8 @@ class AniPortraitModelConfig(comfy.supported_models_base.BASE):
     supported_inference_dtypes = [torch.float16, torch.bfloat16, torch.float32]
 
 
-class ComfyVideoDenoiser(VideoDenoiser):
-    """The library denoiser with ComfyUI's ``diffusion_model`` calling convention and wrappers."""
+class DiffusionModel(Lmk2VideoModel):
+    """The library's model evaluation with ComfyUI's ``diffusion_model`` calling convention and wrappers."""
 
     def forward(self, x, timesteps, context=None, control=None, transformer_options={}, **kwargs):
         # DIFFUSION_MODEL wrappers (e.g. core EasyCache) wrap this call, as they wrap core's UNetModel
@@ -91,7 +94,7 @@ class ComfyVideoDenoiser(VideoDenoiser):
         if poses is None:
             raise ValueError("The AniPortrait model needs its conditioning: connect positive and negative from "
                              "AniPortrait Video Conditioning to the sampler.")
-        call = DenoiserCall(x=x, timestep=timesteps, context=context, reference_latent=kwargs[REFERENCE_LATENT],
+        call = ModelCall(x=x, timestep=timesteps, context=context, reference_latent=kwargs[REFERENCE_LATENT],
                             use_reference=kwargs[USE_REFERENCE], poses=poses,
                             frames=window_frames(transformer_options.get("context_window"), poses.num_frames))
         return self.predict(call)
@@ -110,12 +113,12 @@ def window_frames(window: Any, total_frames: int) -> list[int] | None:
 
 
 class AniPortraitModel(comfy.model_base.BaseModel):
-    """Core model wrapper: schedule and latent format from :class:`AniPortraitModelConfig`, the pack's denoiser
-    as ``diffusion_model``, the AniPortrait conditioning mapped to the denoiser's inputs."""
+    """Core model wrapper: schedule and latent format from :class:`AniPortraitModelConfig`, the networks as
+    ``diffusion_model`` (:class:`DiffusionModel`), the AniPortrait conditioning mapped to its inputs."""
 
-    def __init__(self, model_config: AniPortraitModelConfig, denoiser: ComfyVideoDenoiser, device=None):
+    def __init__(self, model_config: AniPortraitModelConfig, networks: DiffusionModel, device=None):
         super().__init__(model_config, comfy.model_base.ModelType.V_PREDICTION, device=device)
-        self.diffusion_model = denoiser
+        self.diffusion_model = networks
 
     def resize_cond_for_context_window(self, cond_key, cond_value, window, x_in, device, retain_index_list=[], **kwargs):
         """Newer cores' hook: none of these conds has a frame axis (the pose frames are picked per window by
@@ -134,11 +137,13 @@ class AniPortraitModel(comfy.model_base.BaseModel):
         return out
 
     def memory_required(self, input_shape, cond_shapes={}, **kwargs):
-        """Bytes of activations for ``input_shape`` = (rows, 4, frames, h, w) (core limits frames to one window)."""
-        shape = list(input_shape)
-        frames = int(shape[0]) * (int(shape[2]) if len(shape) == 5 else 1)
+        """Bytes of activations for one call on ``input_shape`` = (rows, 4, frames, h, w) (core asks with the rows
+        of one call and, under context windows, one window's frames)."""
+        shape = [int(s) for s in input_shape]
+        if len(shape) != 5:
+            raise ValueError(LATENT_ERROR)
         dtype = self.manual_cast_dtype or self.get_dtype()
-        return sampler.estimate_memory(frames, 8 * int(shape[-1]), 8 * int(shape[-2]), 1.0, frames, dtype)
+        return sampler.activation_bytes(shape[0], shape[2], 8 * shape[4], 8 * shape[3], dtype)
 
 
 def layer_classes(weight_dtype: torch.dtype, compute_dtype: torch.dtype | None) -> dict[type, type]:
@@ -150,14 +155,10 @@ def layer_classes(weight_dtype: torch.dtype, compute_dtype: torch.dtype | None) 
     return {nn.Linear: ops.Linear, nn.Conv2d: ops.Conv2d, nn.GroupNorm: ops.GroupNorm, nn.LayerNorm: ops.LayerNorm}
 
 
-def _clear_caches(executor, *args, **kwargs):
+def _sampling_run(executor, *args, **kwargs):
     """OUTER_SAMPLE wrapper: the reference and pose features live for one sampling run."""
-    model = executor.class_obj.model_patcher.model
-    try:
-        model.diffusion_model.reset()
+    with executor.class_obj.model_patcher.model.diffusion_model.sampling_run():
         return executor(*args, **kwargs)
-    finally:
-        model.diffusion_model.reset()
 
 
 def load_model(files: dict[str, str], weight_dtype: torch.dtype) -> comfy.model_patcher.ModelPatcher:
@@ -174,14 +175,14 @@ def load_model(files: dict[str, str], weight_dtype: torch.dtype) -> comfy.model_
     config = AniPortraitModelConfig({"disable_unet_model_creation": True, "in_channels": 4,
                                      "model_channels": models.config.unet["block_out_channels"][0]})
     config.set_inference_dtype(weight_dtype, compute)
-    denoiser = ComfyVideoDenoiser(models.reference_unet, models.video_unet, models.pose_guider)
+    networks = DiffusionModel(models.reference_unet, models.video_unet, models.pose_guider)
     if hasattr(mm, "archive_model_dtypes"):  # newer cores: dynamic loading reads the stored dtypes from here
-        mm.archive_model_dtypes(denoiser)
-    model = AniPortraitModel(config, denoiser, device=offload)
+        mm.archive_model_dtypes(networks)
+    model = AniPortraitModel(config, networks, device=offload)
     # newer cores swap in their dynamic-VRAM patcher as CoreModelPatcher at start-up: read it at call time
     patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
     patcher = patcher_class(model, load_device=load_device, offload_device=offload)
-    patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, CACHE_WRAPPER_KEY, _clear_caches)
+    patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, CACHE_WRAPPER_KEY, _sampling_run)
     return patcher
 
 
@@ -219,27 +220,55 @@ def conditioning(clip_embeds: torch.Tensor, reference_latent: torch.Tensor, pose
     return [[embeds, {REFERENCE_LATENT: reference_latent, USE_REFERENCE: 1.0 if use_reference else 0.0, POSES: poses}]]
 
 
+def networks_of(model, node: str, other: str = "") -> DiffusionModel:
+    """The AniPortrait networks inside a core MODEL; any other model is refused with one sentence naming ``node``."""
+    networks = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if not isinstance(networks, Lmk2VideoModel):
+        raise ValueError(NOT_ANIPORTRAIT.format(node=node, other=other))
+    return networks
+
+
 def with_compiled_blocks(model, backend: str):
-    """A clone of the AniPortrait ``model`` whose video-UNet blocks (:func:`~..video.compiling.compile_targets`) are
-    swapped for ``torch.compile``d ones while it samples (core's ``set_torch_compile_wrapper``), with room in torch's
-    recompile limit for each of them (:func:`~..video.compiling.room_for_every_block`); the block count."""
-    from comfy_api.torch_helpers import set_torch_compile_wrapper
-
-    denoiser = getattr(getattr(model, "model", None), "diffusion_model", None)
-    if not isinstance(denoiser, VideoDenoiser):
-        raise ValueError("AniPortrait Compile Model takes the AniPortrait MODEL: connect AniPortrait Load Video Model "
-                         "(for other models use core TorchCompileModel).")
-    keys = [f"diffusion_model.video_unet.{path}" for path in compiling.compile_targets(denoiser.video_unet)]
+    """A clone of the AniPortrait ``model`` whose video-UNet blocks run ``torch.compile``d while it samples (the
+    library's :meth:`~..sampling.evaluation.Lmk2VideoModel.compiled`, entered per model call after core loaded the
+    weights, as core's own compile wrapper does); the number of compiled blocks."""
+    networks = networks_of(model, "AniPortrait Compile Model", " (for other models use core TorchCompileModel)")
     clone = model.clone()
-    set_torch_compile_wrapper(model=clone, backend=backend, keys=keys, dynamic=compiling.STATIC)
-    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, COMPILE_WRAPPER_KEY,
-                               functools.partial(_compiled_sampling, backend, len(keys)))
-    return clone, len(keys)
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, COMPILE_WRAPPER_KEY,
+                               functools.partial(_compiled_call, backend))
+    return clone, len(compiling.compile_targets(networks.video_unet))
 
 
-def _compiled_sampling(backend, blocks: int, executor, *args, **kwargs):
-    """OUTER_SAMPLE wrapper of a model with ``blocks`` compiled blocks: torch's recompile limit raised for this
-    sampling run only, and a failing compiler reported in one sentence."""
-    with compiling.room_for_every_block(blocks), \
-            compiling.explained_compile_errors(backend, "bypass AniPortrait Compile Model"):
+def _compiled_call(backend, executor, *args, **kwargs):
+    """APPLY_MODEL wrapper: the call runs with the compiled blocks swapped in (and back out afterwards)."""
+    with executor.class_obj.diffusion_model.compiled(backend, "bypass AniPortrait Compile Model"):
         return executor(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- the pack's own sampler
+def video_conditioning(model, positive: list, negative: list) -> sampler.VideoConditioning:
+    """Core CONDITIONING from AniPortrait Video Conditioning -> the library's :class:`~..sampling.sampler.VideoConditioning`
+    (first entry of each; the reference latent and the poses are the positive's)."""
+
+    def entry(cond: list, name: str) -> tuple[torch.Tensor, dict]:
+        if not cond or POSES not in cond[0][1]:
+            raise ValueError(f"{name} must come from AniPortrait Video Conditioning (it carries the reference and "
+                             f"the pose frames).")
+        return cond[0][0], cond[0][1]
+
+    pos_context, pos = entry(positive, "positive")
+    neg_context, neg = entry(negative, "negative")
+    if neg[POSES] is not pos[POSES]:
+        raise ValueError("positive and negative come from different AniPortrait Video Conditioning nodes: connect "
+                         "both outputs of the same node.")
+    reference = model.model.process_latent_in(pos[REFERENCE_LATENT])  # raw VAE latent -> sampler scale
+    return sampler.VideoConditioning(
+        reference_latent=reference, poses=pos[POSES],
+        positive=sampler.Branch(pos_context.reshape(1, 1, -1), bool(pos.get(USE_REFERENCE, 1.0) > 0.5)),
+        negative=sampler.Branch(neg_context.reshape(1, 1, -1), bool(neg.get(USE_REFERENCE, 0.0) > 0.5)),
+    )
+
+
+def compute_dtype(model) -> torch.dtype:
+    """The dtype core runs the model in on its device (the manual-cast dtype when weights are stored in another)."""
+    return model.model.manual_cast_dtype or model.model.get_dtype()

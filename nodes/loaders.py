@@ -14,10 +14,9 @@ from ..aniportrait_lib.face import landmarker
 from ..aniportrait_lib.networks import loading
 from . import comfy_adapter as comfy
 from . import comfy_model
-from . import sockets
+from . import schema, sockets
 
 WEIGHT_DTYPES = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-CHECKPOINT_EXTENSIONS = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 LMK2VIDEO_FILES = {  # input name -> (role in loading.RELEASED_FILES, label)
     "reference_unet_name": ("reference_unet", "ReferenceNet (reference_unet.pth)"),
     "denoising_unet_name": ("denoising_unet", "denoising UNet (denoising_unet.pth)"),
@@ -26,13 +25,9 @@ LMK2VIDEO_FILES = {  # input name -> (role in loading.RELEASED_FILES, label)
 }
 
 
-def _file_input(name: str, default: str, tooltip: str, extensions=CHECKPOINT_EXTENSIONS) -> io.Combo.Input:
-    return io.Combo.Input(name, options=comfy.list_model_files(*extensions), default=default,
-                          tooltip=f"{tooltip} Put it in ComfyUI/models/aniportrait and press R to refresh.")
-
-
-def _lmk2video_inputs() -> list:
-    inputs = [_file_input(name, loading.RELEASED_FILES[role], f"{label}: released AniPortrait weights, loaded unchanged.")
+def lmk2video_inputs() -> list:
+    """The four released Lmk2Video files and the weight dtype."""
+    inputs = [schema.model_file(name, loading.RELEASED_FILES[role], f"{label}: released AniPortrait weights, loaded unchanged.")
               for name, (role, label) in LMK2VIDEO_FILES.items()]
     inputs.append(io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="auto",
                                  tooltip="auto = ComfyUI's choice for your device (fp16/bf16 on GPU, fp32 on CPU)."))
@@ -51,17 +46,17 @@ class LoadAudioModels(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        pose_input = _file_input("audio2pose_name", "audio2pose.pt", "Audio2Pose checkpoint (released file: audio2pose.pt)."
+        pose_input = schema.model_file("audio2pose_name", "audio2pose.pt", "Audio2Pose checkpoint (released file: audio2pose.pt)."
                       + " none: no Audio2Pose (head motion from a video or a pose template).")
         pose_input.options = [cls.NO_AUDIO2POSE] + list(pose_input.options)
         return io.Schema(
             node_id="AniPortraitLoadAudioModels",
             display_name="AniPortrait Load Audio Models",
-            category=f"{comfy.CATEGORY}/loaders",
+            category=schema.MODELS,
             description="Loads the released audio2mesh.pt and audio2pose.pt (each carries its own fine-tuned wav2vec2) from "
                         "models/aniportrait. audio2pose 'none' loads no Audio2Pose, for head motion from a video or pose template.",
             inputs=[
-                _file_input("audio2mesh_name", "audio2mesh.pt", "Audio2Mesh checkpoint (released file: audio2mesh.pt)."),
+                schema.model_file("audio2mesh_name", "audio2mesh.pt", "Audio2Mesh checkpoint (released file: audio2mesh.pt)."),
                 pose_input,
             ],
             outputs=[sockets.Audio2MeshModel.Output("audio2mesh"), sockets.Audio2PoseModel.Output("audio2pose")],
@@ -86,9 +81,9 @@ class LoadFaceLandmarker(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitLoadFaceLandmarker",
             display_name="AniPortrait Load Face Landmarker",
-            category=f"{comfy.CATEGORY}/loaders",
+            category=schema.MODELS,
             description=f"MediaPipe Face Landmarker model ({landmarker.MODEL_FILE_NAME}) from models/aniportrait. Download: {landmarker.MODEL_URL}",
-            inputs=[_file_input("model_name", landmarker.MODEL_FILE_NAME, f"face_landmarker.task, download from {landmarker.MODEL_URL}.", (".task",))],
+            inputs=[schema.model_file("model_name", landmarker.MODEL_FILE_NAME, f"face_landmarker.task, download from {landmarker.MODEL_URL}.", (".task",))],
             outputs=[sockets.FaceLandmarkerModel.Output("face_landmarker")],
         )
 
@@ -99,39 +94,15 @@ class LoadFaceLandmarker(io.ComfyNode):
         return io.NodeOutput(landmarker.get_landmarker(path))
 
 
-class LoadLmk2VideoModels(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="AniPortraitLoadLmk2VideoModels",
-            display_name="AniPortrait Load Lmk2Video Models",
-            category=f"{comfy.CATEGORY}/loaders",
-            description="Loads ReferenceNet, the denoising UNet + motion module and the PoseGuider (strict key checks). Nothing goes to the GPU until sampling.",
-            inputs=_lmk2video_inputs(),
-            outputs=[sockets.Lmk2VideoModels.Output("lmk2video_models")],
-        )
-
-    @classmethod
-    @comfy.user_errors
-    def execute(cls, reference_unet_name, denoising_unet_name, motion_module_name, pose_guider_name, weight_dtype) -> io.NodeOutput:
-        files = _lmk2video_files(reference_unet_name, denoising_unet_name, motion_module_name, pose_guider_name)
-        dtype = comfy.pick_weight_dtype(WEIGHT_DTYPES[weight_dtype])
-        # core's layer classes: a low-VRAM or partial load can leave weights in RAM and stream them per layer
-        models = loading.load_lmk2video_models(files, device=comfy.offload_device(), dtype=dtype,
-                                               layer_classes=comfy_model.layer_classes(dtype, None))
-        models.handles = tuple(comfy.patcher_for(m) for m in (models.reference_unet, models.video_unet, models.pose_guider))
-        return comfy.output(models, notes=[f"Lmk2Video models loaded in {str(dtype).removeprefix('torch.')}"])
-
-
 class LoadVideoModel(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitLoadVideoModel",
-            display_name="AniPortrait Load Video Model (MODEL)",
-            category=f"{comfy.CATEGORY}/loaders",
-            description="Loads the same Lmk2Video files as a core MODEL for KSampler, SamplerCustomAdvanced, Context Windows and other model nodes (v-prediction, zero-terminal-SNR schedule, SD1.5 latents). Condition it with AniPortrait Video Conditioning.",
-            inputs=_lmk2video_inputs(),
+            display_name="AniPortrait Load Video Model",
+            category=schema.MODELS,
+            description="Loads the released ReferenceNet, denoising UNet, motion module and PoseGuider (strict key checks) as one core MODEL for AniPortrait Sampler, KSampler and other model nodes. Condition it with AniPortrait Video Conditioning.",
+            inputs=lmk2video_inputs(),
             outputs=[io.Model.Output("model")],
         )
 
@@ -149,7 +120,7 @@ class LoadPoseTemplate(io.ComfyNode):
         return io.Schema(
             node_id="AniPortraitLoadPoseTemplate",
             display_name="AniPortrait Load Pose Template",
-            category=f"{comfy.CATEGORY}/loaders",
+            category=schema.MOTION,
             description="Loads a pose template .npy (e.g. the original's pose_temp.npy) from models/aniportrait/pose_templates.",
             inputs=[io.Combo.Input("template_name", options=comfy.list_template_files(),
                                    tooltip=f"A .npy in ComfyUI/models/aniportrait/pose_templates: {data.TEMPLATE_HELP}.")],
@@ -163,4 +134,4 @@ class LoadPoseTemplate(io.ComfyNode):
         return comfy.output(template, notes=[f"{template.num_frames} poses ({template.num_frames / template.fps:.1f} s)"])
 
 
-NODES = [LoadAudioModels, LoadFaceLandmarker, LoadLmk2VideoModels, LoadVideoModel, LoadPoseTemplate]
+NODES = [LoadAudioModels, LoadFaceLandmarker, LoadVideoModel, LoadPoseTemplate]

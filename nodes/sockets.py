@@ -11,6 +11,5 @@ Face = io.Custom("ANIPORTRAIT_FACE")  # data.Face
 AudioFeatures = io.Custom("ANIPORTRAIT_AUDIO_FEATURES")  # data.AudioFeatures
 Motion = io.Custom("ANIPORTRAIT_MOTION")  # data.Motion
 Landmarks = io.Custom("ANIPORTRAIT_LANDMARKS")  # data.Landmarks
-Lmk2VideoModels = io.Custom("ANIPORTRAIT_LMK2VIDEO")  # video.loading.Lmk2VideoModels
 PoseTemplate = io.Custom("ANIPORTRAIT_POSE_TEMPLATE")  # data.PoseTemplate
 CropInfo = io.Custom("ANIPORTRAIT_CROP_INFO")  # data.CropInfo

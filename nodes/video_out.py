@@ -1,4 +1,4 @@
-"""Decode To Video: LATENT frames -> core VIDEO, decoded a chunk at a time straight into an mp4 with the audio."""
+"""Decoding the video latents: to an mp4 a chunk at a time (Decode To Video), or to IMAGE frames for short clips."""
 from __future__ import annotations
 
 import uuid
@@ -23,7 +23,7 @@ class DecodeToVideo(io.ComfyNode):
                          "Video with format/codec auto or mp4/h264 saves it without re-encoding."),
             inputs=[
                 io.Latent.Input("samples", tooltip="Latents from AniPortrait Sampler or from KSampler with the AniPortrait MODEL."),
-                io.Vae.Input("vae", tooltip="SD1.5 VAE (sd-vae-ft-mse), the one given to the sampler."),
+                schema.vae(),
                 io.Float.Input("fps", default=30.0, min=1.0, max=120.0, step=1.0, tooltip="Frame rate of the video (the motion's fps)."),
                 io.Int.Input("chunk_frames", default=16, min=0, max=1024,
                              tooltip="Frames decoded at once; 0 = as many as half the free memory allows (at most 64)."),
@@ -56,9 +56,41 @@ class DecodeToVideo(io.ComfyNode):
         return comfy.output(comfy.video_from_file(path), notes=[result.summary(fps)])
 
 
+class DecodeFrames(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitDecodeFrames",
+            display_name="AniPortrait Decode Frames (latents to images)",
+            category=schema.VIDEO,
+            description=("Decodes the video latent of AniPortrait Sampler or KSampler (1, 4, frames, h, w) with the core "
+                         "VAE a chunk of frames at a time into an IMAGE batch, for nodes that take frames (Paste Back, "
+                         "previews). The whole clip is then in RAM: for long videos use Decode To Video."),
+            inputs=[
+                io.Latent.Input("samples", tooltip="Latents from AniPortrait Sampler or from KSampler with the AniPortrait MODEL."),
+                schema.vae(),
+                io.Int.Input("chunk_frames", default=16, min=1, max=1024, tooltip="Frames decoded at once."),
+            ],
+            outputs=[io.Image.Output("images")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, samples, vae, chunk_frames) -> io.NodeOutput:
+        latents = encode.frame_latents(samples["samples"])
+        encode.check_latents(latents, getattr(vae, "latent_channels", 4))
+        chunks = encode.plan_chunks(latents.shape[0], chunk_frames)
+        progress = comfy.progress(len(chunks))
+        images = []
+        for done, chunk in enumerate(chunks, 1):
+            images.append(comfy.to_output_device(_decode(vae, latents[chunk.start:chunk.stop])))
+            progress(done, len(chunks))
+        return io.NodeOutput(torch.cat(images))
+
+
 def _decode(vae, latents: torch.Tensor) -> torch.Tensor:
     """core ``VAE.decode`` of one chunk -> (n, H, W, 3) float 0..1."""
     return vae.decode(latents)
 
 
-NODES = [DecodeToVideo]
+NODES = [DecodeToVideo, DecodeFrames]

@@ -406,7 +406,7 @@ class Progress:
             elapsed = now - self.node_start.get(node, self.t0)
             eta = elapsed / value * (total - value) if value else 0
             what = f"{value}/{total}"
-            if self.prompt.get(str(node), {}).get("class_type") == "AniPortraitLmk2VideoSampler" and total % self.steps == 0:
+            if self.prompt.get(str(node), {}).get("class_type") == "AniPortraitSampler" and total % self.steps == 0:
                 windows = total // self.steps
                 step, window = min(self.steps, value // windows + (value % windows > 0)), (value - 1) % windows + 1 if value else 0
                 what = f"step {step}/{self.steps}, window {window}/{windows} ({value}/{total})"
@@ -426,7 +426,7 @@ def outputs_of(history: dict, server) -> list[Path]:
 def start_comfyui(args: argparse.Namespace, python: str, acc: str, folder: Path, port: int):
     """Start ``args.comfyui`` (pack linked in, demo folder added) or the vendored ComfyUI on ``port``;
     ``folder``: the models (or demo-weights) folder."""
-    from comfy_server import comfy_dir, start_existing, start_server, stop_server
+    from support.comfy_server import comfy_dir, start_existing, start_server, stop_server
 
     if args.comfyui is None:
         work = args.work or comfy_dir() / "example"
@@ -450,7 +450,7 @@ def start_comfyui(args: argparse.Namespace, python: str, acc: str, folder: Path,
         server = start_existing(args.comfyui, python, port, cpu=cpu, extra_model_paths=extra, log=log)
     except RuntimeError as exc:
         raise Fail(f"ComfyUI did not start ({str(exc).splitlines()[0]}); log: {log}") from None
-    if "AniPortraitLmk2VideoSampler" not in server.object_info():
+    if "AniPortraitSampler" not in server.object_info():
         stop_server(server)
         raise Fail(f"ComfyUI started but the pack's nodes are not there: see 'IMPORT FAILED' in {log}")
     return server
@@ -462,6 +462,7 @@ def run(args: argparse.Namespace) -> int:
     check_args(args, prompt)
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "scripts"))
+    sys.path.insert(0, str(REPO / "tests"))
     set_options(prompt, args.size, args.steps, args.seed)
     files = needed_files(prompt)
 
@@ -483,7 +484,7 @@ def run(args: argparse.Namespace) -> int:
         names = find_real_files(files, models, check=not args.no_check)
     substitute(prompt, names)
 
-    from comfy_server import comfy_dir, execution_error, free_port, run_with_events, stop_server
+    from support.comfy_server import comfy_dir, execution_error, free_port, run_with_events, stop_server
 
     port = args.port or free_port()
     server = None
@@ -518,7 +519,7 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             stop_server(server)
         elif args.comfyui is None:
-            from comfy_server import VENDOR  # stop a server whose start was interrupted
+            from support.comfy_server import VENDOR  # stop a server whose start was interrupted
             subprocess.run(["bash", str(VENDOR / "start-comfyui.sh"), "--dir", str(comfy_dir()),
                             "--port", str(port), "--stop"], capture_output=True, timeout=120)
 

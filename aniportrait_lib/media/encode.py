@@ -258,9 +258,9 @@ def frame_latents(latents: torch.Tensor) -> torch.Tensor:
 def check_latents(latents: torch.Tensor, vae_channels: int) -> None:
     """One latent per frame ``(frames, channels, h, w)`` with the VAE's channel count, or a clear error."""
     if latents.ndim != 4:
-        raise ValueError(f"the latents have shape {tuple(latents.shape)}; this node takes one latent per frame "
-                         "(frames, 4, h, w) as AniPortrait Lmk2Video Sampler outputs, or one video latent "
-                         "(1, 4, frames, h, w) as KSampler outputs with the AniPortrait MODEL.")
+        raise ValueError(f"the latents have shape {tuple(latents.shape)}; this node takes one video latent "
+                         "(1, 4, frames, h, w) as AniPortrait Sampler and KSampler output with the AniPortrait MODEL, "
+                         "or one latent per frame (frames, 4, h, w).")
     if vae_channels != latents.shape[1]:
         raise ValueError(f"the latents have {latents.shape[1]} channels but the VAE takes {vae_channels}: "
                          "use the VAE given to the sampler.")

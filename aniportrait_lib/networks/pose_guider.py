@@ -117,8 +117,8 @@ class PoseGuider(nn.Module):
 
         Args:
             pose: ``(B, 3, F, H, W)`` pose images in the original's input range (``2 * uint8 - 1``, see
-                :func:`aniportrait_lib.sampling.preprocess.prepare_pose_tensor`); H, W multiples of 8. In batch-stats mode the batch matters: pass the
-                CFG-duplicated batch to reproduce the original.
+                :func:`aniportrait_lib.sampling.preprocess.prepare_pose_tensor`); H, W multiples of 8. In batch-stats mode the statistics are over the whole batch:
+                one copy of a window gives the original's (its CFG copies of the window are identical).
             ref_pose: accepted and ignored (it has no effect on the outputs in the original either).
 
         Returns:
@@ -129,7 +129,8 @@ class PoseGuider(nn.Module):
         if pose.ndim != 5:
             raise ValueError(f"pose must be (B, 3, F, H, W), got {tuple(pose.shape)}")
         batch, channels, frames, height, width = pose.shape
-        x = pose.transpose(1, 2).reshape(batch * frames, channels, height, width)
+        # row-major frames: with one batch row the reshape is a strided view, which convolutions copy at each call
+        x = pose.transpose(1, 2).reshape(batch * frames, channels, height, width).contiguous()
         x = x.to(self.scale.dtype)
 
         def video(t: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,8 @@
-"""``torch.compile`` for the video UNet, one heavy block at a time, for both sampling paths.
+"""``torch.compile`` for the video UNet, one heavy block at a time.
 
-The pack's own sampler swaps the compiled blocks in for one run (:func:`compiled_blocks`); the native MODEL path
-hands the same block list (:func:`compile_targets`) to ComfyUI's compile wrapper. Either way the model itself
-stays unchanged between runs, and the compiled objects are kept, so a second run of the same size reuses the
-generated code instead of compiling again.
+:func:`compiled_blocks` swaps the compiled blocks in for one sampling run (both samplers reach it through
+:meth:`~.evaluation.Lmk2VideoModel.compiled`). The model itself stays unchanged between runs, and the compiled
+objects are kept, so a second run of the same size reuses the generated code instead of compiling again.
 """
 from __future__ import annotations
 
@@ -115,12 +114,13 @@ def explained_compile_errors(backend: Backend, undo: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def compiled_blocks(video_unet: nn.Module, backend: Backend) -> Iterator[int]:
+def compiled_blocks(video_unet: nn.Module, backend: Backend, undo: str = "set compile to off") -> Iterator[int]:
     """Within the ``with`` body, ``video_unet`` runs its :func:`compile_targets` blocks compiled with
     ``backend``; the original blocks are back afterwards, also on errors. Yields the number of blocks.
 
     The first run of a size compiles (minutes for the full-size UNet); the compiled objects are kept for later
-    runs while the UNet lives. A compiler that fails raises :class:`CompileError` with one sentence to act on.
+    runs while the UNet lives. A compiler that fails raises :class:`CompileError` with one sentence to act on,
+    naming ``undo``, the user's way back to the uncompiled model.
     """
     compiled = _compiled_for(video_unet, backend)
     originals = {path: video_unet.get_submodule(path) for path in compiled}
@@ -128,7 +128,7 @@ def compiled_blocks(video_unet: nn.Module, backend: Backend) -> Iterator[int]:
         for path, block in compiled.items():
             parent, name = _parent_and_name(video_unet, path)
             setattr(parent, name, block)
-        with room_for_every_block(len(compiled)), explained_compile_errors(backend, "set compile to off"):
+        with room_for_every_block(len(compiled)), explained_compile_errors(backend, undo):
             yield len(compiled)
     finally:
         for path, block in originals.items():

@@ -1,12 +1,9 @@
 """Input preprocessing of the stage-2 (Lmk2Video) pipeline, numerically like the original.
 
-* :func:`clip_preprocess` - reference photo -> CLIP ViT pixel values (the original first resizes the PIL
-  image to 224x224 BICUBIC, then runs ``CLIPImageProcessor()`` defaults, whose resize/centre-crop are
-  identities at 224x224, then /255 and the CLIP mean/std normalisation).
-* :func:`vae_preprocess` - reference photo -> VAE encoder input in [-1, 1] (PIL LANCZOS resize to
-  (width, height), /255, 2x-1; ``VaeImageProcessor`` defaults).
-* :func:`clip_pixels` / :func:`reference_pixels` - the same resized images as float (1, H, W, 3) in
-  [0, 1], for encoders that normalise themselves (ComfyUI's CLIP vision and VAE).
+* :func:`clip_pixels` - reference photo -> float (1, 224, 224, 3) in [0, 1]: the original's 224x224 BICUBIC resize,
+  for an encoder that applies the CLIP mean/std itself (ComfyUI's CLIP vision).
+* :func:`reference_pixels` - reference photo -> float (1, H, W, 3) in [0, 1]: the original's LANCZOS resize to
+  (width, height), for a VAE that maps [0, 1] to [-1, 1] itself (ComfyUI's VAE).
 * :func:`prepare_pose_tensor` - rendered pose frames -> PoseGuider input ``2*x - 1`` of the uint8 values
   WITHOUT /255 (range -1..509), as the original feeds numpy frames through ``VaeImageProcessor``.
 
@@ -35,8 +32,6 @@ __all__ = [
     "resize_reference",
     "clip_pixels",
     "reference_pixels",
-    "clip_preprocess",
-    "vae_preprocess",
     "prepare_pose_tensor",
 ]
 
@@ -102,37 +97,6 @@ def reference_pixels(image: ImageLike, width: int, height: int) -> torch.Tensor:
     """Reference photo -> float32 (1, height, width, 3) in [0, 1] (``k / 255`` of :func:`resize_reference`), for a
     VAE that maps [0, 1] to [-1, 1] itself (ComfyUI's ``VAE.encode``)."""
     return imaging.uint8_to_float(resize_reference(image, width, height)[None])
-
-
-def clip_preprocess(image: ImageLike) -> torch.Tensor:
-    """Reference photo -> CLIP image-encoder input (the original's ``CLIPImageProcessor`` output).
-
-    Args:
-        image: RGB reference photo, uint8 (H, W, 3) / PIL / float [0, 1].
-
-    Returns:
-        float32 tensor (1, 3, 224, 224): BICUBIC resize to 224x224, /255, ``(x - CLIP_MEAN) / CLIP_STD``.
-    """
-    x = resize_for_clip(image).astype(np.float32) * np.float32(1.0 / 255.0)
-    mean = np.asarray(CLIP_MEAN, dtype=np.float32)
-    std = np.asarray(CLIP_STD, dtype=np.float32)
-    x = (x - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
-
-
-def vae_preprocess(image: ImageLike, width: int, height: int) -> torch.Tensor:
-    """Reference photo -> VAE encoder input (the original's ``VaeImageProcessor`` output).
-
-    Args:
-        image: RGB reference photo, uint8 (H, W, 3) / PIL / float [0, 1].
-        width, height: output size in pixels.
-
-    Returns:
-        float32 tensor (1, 3, height, width) in [-1, 1]: PIL LANCZOS resize to (width, height), /255, 2x-1.
-    """
-    x = resize_reference(image, width, height).astype(np.float32) / 255.0
-    x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
-    return 2.0 * x - 1.0
 
 
 def prepare_pose_tensor(

@@ -1,26 +1,21 @@
-"""Stage-2 sampler: reference photo + pose frames -> video latents (pure torch, no ComfyUI).
+"""The pack's own sampler: the original's DDIM over context windows, calling :class:`~.evaluation.Lmk2VideoModel`.
 
 Semantics of the original ``Pose2VideoPipeline.__call__`` (``src/pipelines/pipeline_pose2vid_long.py``):
 
-1. CFG is used when ``cfg > 1``: batch rows are ``[uncond, cond]``. The uncond row gets a ZERO CLIP
-   embedding AND no reference features (plain self-attention), but the same pose features.
-   With ``cfg == 1`` only the cond row is computed.
-2. The reference UNet runs ONCE per video (t = 0, CFG batch, CLIP context); its per-block features
-   are reused for every step and window.
+1. CFG is used when ``cfg > 1``: the model rows are ``[negative, positive]``. The negative branch of the original
+   gets a ZERO CLIP embedding AND no reference features (plain self-attention), but the same pose features.
+   With ``cfg == 1`` only the positive rows are computed.
+2. The ReferenceNet runs ONCE per video (t = 0, CLIP context); its per-block features are reused for every step
+   and window (:meth:`~.evaluation.Lmk2VideoModel.sampling_run`).
 3. Each DDIM step covers the clip with the uniform, wrap-around context windows
-   (:func:`~aniportrait_lib.sampling.context_windows.uniform_context_windows`). Per window the pose guider runs
-   on that window's pose frames (CFG-duplicated batch: its BatchNorms use the statistics of the current
-   batch, so a frame's pose features depend on its window; the features are the same at every step, so
-   by default they are computed at the first step and reused, :mod:`.pose_features`; the frames come from
-   a :class:`~aniportrait_lib.sampling.pose_source.PoseFrames` source: held uint8 pose images, or landmarks
-   drawn for that window only when its features are computed) and the video UNet
-   predicts v for the window. Predictions are summed per frame and divided by the per-frame window count,
-   THEN CFG ``uncond + cfg * (cond - uncond)`` is applied and one DDIM step is taken.
+   (:func:`~.context_windows.uniform_context_windows`), ``window_batch`` windows per model call. Per window the
+   pose guider runs on that window's pose frames (computed at the first step and reused) and the video UNet
+   predicts v. Predictions are summed per frame and divided by the per-frame window count, THEN CFG
+   ``uncond + cfg * (cond - uncond)`` is applied and one DDIM step is taken.
 
-The named steps, in order: :func:`check_inputs` -> reference conditioning
-(:func:`~aniportrait_lib.sampling.reference.prepare_reference`) -> :func:`estimate_memory` (for the host's
-model loader) -> :func:`sample_video` = :func:`plan_windows` + :func:`prepare_conditioning` +
-:class:`~aniportrait_lib.sampling.pose_features.PoseFeatureCache` + :func:`denoise`.
+The one entry point is :func:`sample_video`: :func:`check_inputs` -> :func:`estimate_memory` -> the host's
+``load`` (pre-flight, weights onto the device) -> noise -> :func:`denoise` over :func:`plan_windows`.
+:func:`sample_latent` returns the same in the host's latent space (raw VAE latents).
 
 Progress, previews and cancelling share one callback, ``progress(done, total, preview_latent=None)``:
 called after every window evaluation (``done`` = finished evaluations, 1..total); once per DDIM step it
@@ -28,10 +23,9 @@ carries ``preview_latent``, the (1, 4, h, w) middle frame of that step's x0 pred
 (the scaled SD1.5 latent space that latent previewers such as TAESD decode). To cancel, raise from it:
 nothing else is checked.
 
-Latent scale: the latents this module takes and returns are VAE latents multiplied by
-:data:`LATENT_SCALE` (0.18215), like the original's ``ref_image_latents`` and final latents; decode
-with ``vae.decode(latents / LATENT_SCALE)``. Hosts holding raw VAE latents use :func:`to_vae_space` /
-:func:`from_vae_space` / :func:`to_frame_batch`.
+Latent scale: the latents this module works in are VAE latents multiplied by :data:`LATENT_SCALE` (0.18215),
+like the original's ``ref_image_latents`` and final latents; :func:`to_vae_space` / :func:`from_vae_space`
+convert.
 
 Differences from the original (deliberate): the latents and the window accumulation stay in float32
 whatever the model dtype (the original keeps them in the model dtype, fp16 on CUDA), the initial
@@ -41,49 +35,32 @@ the window sum is also divided by the per-frame count (the original forgets this
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from ..data import Landmarks
-from .compiling import Backend, compiled_blocks
+from .compiling import Backend
 from .context_windows import frame_coverage, uniform_context_windows
-from .pose_features import PoseFeatureCache
+from .evaluation import Lmk2VideoModel, ModelCall
 from .pose_source import PoseFrames, as_pose_frames
 from .reference import LATENT_SCALE
 from .scheduler import AniPortraitDDIM, make_scheduler
-from ..networks.attention import ReferenceFeatures
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "LATENT_SCALE",
-    "Progress",
-    "check_inputs",
-    "check_size",
-    "estimate_memory",
-    "count_window_evaluations",
-    "plan_windows",
-    "prepare_conditioning",
-    "make_noise",
-    "run_reference",
-    "Denoiser",
-    "denoise",
-    "sample_video",
-    "encode_reference_latent",
-    "decode_latents",
-    "to_vae_space",
-    "from_vae_space",
-    "to_frame_batch",
+    "LATENT_SCALE", "Progress", "Branch", "VideoConditioning", "check_inputs", "check_size", "activation_bytes",
+    "check_latent", "estimate_memory", "count_window_evaluations", "plan_windows", "window_groups", "make_noise", "denoise",
+    "sample_video", "sample_latent", "to_vae_space", "from_vae_space",
 ]
 
 #: ``progress(done, total, preview_latent=None)``; see the module docstring.
 Progress = Callable[..., None]
+#: ``load(activation_bytes) -> device``: the host's pre-flight check and weight loading before sampling
+Load = Callable[[int], torch.device]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -99,23 +76,72 @@ def from_vae_space(latents: torch.Tensor) -> torch.Tensor:
     return latents * LATENT_SCALE
 
 
-def to_frame_batch(latents: torch.Tensor) -> torch.Tensor:
-    """Sampler video latents (1, 4, F, h, w) -> raw VAE latents (F, 4, h, w), one row per frame (the layout
-    of an image model's latent batch: ComfyUI's VAE Decode turns it into F images)."""
-    return to_vae_space(latents)[0].permute(1, 0, 2, 3).contiguous()
+# ----------------------------------------------------------------------------------------------------------------
+# conditioning
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Branch:
+    """One CFG branch: what its model rows read besides the latents and the pose features.
+
+    Attributes:
+        context: (1, L, D) CLIP context (the reference's image embedding; zeros for the original's negative).
+        use_reference: whether its rows attend to the reference features (False: the original's negative).
+    """
+
+    context: torch.Tensor
+    use_reference: bool
+
+
+@dataclass
+class VideoConditioning:
+    """Everything the video is conditioned on.
+
+    Attributes:
+        reference_latent: (1, 4, h, w) sampler-scale reference latent (VAE latent mean * 0.18215).
+        poses: the clip's pose frames (one output frame each).
+        positive, negative: the two CFG branches (the negative is not evaluated when ``cfg == 1``).
+    """
+
+    reference_latent: torch.Tensor
+    poses: PoseFrames
+    positive: Branch
+    negative: Branch
+
+    @classmethod
+    def of_reference(cls, reference_latent: torch.Tensor, clip_embeds: torch.Tensor,
+                     poses: Union[PoseFrames, np.ndarray, torch.Tensor, object]) -> "VideoConditioning":
+        """The original's conditioning: positive = the CLIP embedding with the reference, negative = zeros without.
+
+        Args:
+            reference_latent: (1, 4, h, w) sampler scale. clip_embeds: (1, D) or (1, 1, D) CLIP ``image_embeds``.
+            poses: pose frames (uint8 (F, H, W, 3), landmarks or any :class:`~.pose_source.PoseFrames`).
+        """
+        clip_embeds = torch.as_tensor(clip_embeds)
+        if clip_embeds.shape[0] != 1 or clip_embeds.ndim not in (2, 3) or clip_embeds.numel() != clip_embeds.shape[-1]:
+            raise ValueError(f"clip_embeds must have shape (1, D) (the CLIP image_embeds), got {tuple(clip_embeds.shape)}.")
+        context = clip_embeds.reshape(1, 1, -1)
+        if reference_latent.ndim != 4 or reference_latent.shape[0] != 1 or reference_latent.shape[1] != 4:
+            raise ValueError(f"the reference latent must have shape (1, 4, H/8, W/8), got {tuple(reference_latent.shape)}.")
+        return cls(reference_latent, as_pose_frames(poses), Branch(context, True),
+                   Branch(torch.zeros_like(context), False))
+
+    def branches(self, cfg: float) -> list[Branch]:
+        """The model rows' branches in order: [negative, positive] with guidance, [positive] without."""
+        return [self.negative, self.positive] if cfg > 1.0 else [self.positive]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # step 1: check inputs
 # ----------------------------------------------------------------------------------------------------------------
 def check_inputs(width: int, height: int, num_frames: int, steps: int, cfg: float, context_frames: int,
-                 context_overlap: int) -> None:
+                 context_overlap: int, window_batch: int = 1) -> None:
     """Refuse settings the sampler cannot run, with one sentence that says what to change.
 
     Args:
         width, height: video size in pixels (multiples of 8: the VAE and UNets work at 1/8 size).
         num_frames: number of pose frames (= output frames).
         steps: DDIM steps. cfg: guidance scale (>= 1). context_frames, context_overlap: window length/overlap.
+        window_batch: context windows per model call (>= 1).
     Raises:
         ValueError.
     """
@@ -129,6 +155,21 @@ def check_inputs(width: int, height: int, num_frames: int, steps: int, cfg: floa
     if not 0 <= context_overlap < context_frames:
         raise ValueError(f"context_overlap ({context_overlap}) must be 0 or more and smaller than context_frames "
                          f"({context_frames}): lower context_overlap or raise context_frames.")
+    if int(window_batch) < 1:
+        raise ValueError(f"window_batch must be at least 1, got {window_batch}.")
+
+
+def check_latent(latent: torch.Tensor, conditioning: VideoConditioning) -> None:
+    """Refuse a starting latent that is not the empty video latent of this conditioning (ValueError, one sentence):
+    the sampler starts from noise, so the latent only sets the video's length and size."""
+    frames = conditioning.poses.num_frames
+    h, w = (int(s) for s in conditioning.reference_latent.shape[-2:])
+    if latent.ndim != 5 or tuple(latent.shape) != (1, 4, frames, h, w):
+        raise ValueError(f"latent_image has shape {tuple(latent.shape)} but the conditioning makes (1, 4, {frames}, {h}, "
+                         f"{w}): connect the latent of the same AniPortrait Video Conditioning node.")
+    if bool(latent.any()):
+        raise ValueError("AniPortrait Sampler starts from noise and ignores a latent's content: connect the empty latent "
+                         "of AniPortrait Video Conditioning (to refine a video, use KSampler with denoise below 1).")
 
 
 def check_size(width: int, height: int, num_frames: int) -> None:
@@ -139,37 +180,27 @@ def check_size(width: int, height: int, num_frames: int) -> None:
     if width < 8 or height < 8:
         raise ValueError(f"width and height must be at least 8 pixels (got {width}x{height}).")
     if num_frames < 1:
-        raise ValueError("pose_images holds no frames; connect at least one pose image (one per output frame).")
-
-
-def _check_conditioning(ref_latent: torch.Tensor, clip_embeds: torch.Tensor) -> torch.Tensor:
-    """Shape checks of the reference conditioning; returns ``clip_embeds`` as (1, D) ((1, 1, D) is squeezed)."""
-    clip_embeds = torch.as_tensor(clip_embeds)
-    if clip_embeds.ndim == 3 and clip_embeds.shape[1] == 1:
-        clip_embeds = clip_embeds[:, 0]
-    if ref_latent.ndim != 4 or ref_latent.shape[0] != 1 or ref_latent.shape[1] != 4:
-        raise ValueError(f"ref_latent must have shape (1, 4, H/8, W/8), got {tuple(ref_latent.shape)}.")
-    if clip_embeds.ndim != 2 or clip_embeds.shape[0] != 1:
-        raise ValueError(
-            f"clip_embeds must have shape (1, D) (the CLIP image_embeds), got {tuple(clip_embeds.shape)}."
-        )
-    return clip_embeds
+        raise ValueError("the pose input holds no frames; connect at least one pose image (one per output frame).")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # memory estimate, windows
 # ----------------------------------------------------------------------------------------------------------------
+def activation_bytes(rows: int, frames: int, width: int, height: int, dtype: torch.dtype) -> int:
+    """Bytes of activations of one video-UNet call on ``rows`` windows of ``frames`` frames at ``width`` x ``height``
+    pixels, besides the weights: rows x frames x the UNet's widest feature maps (320 channels at 1/8 size) x a factor
+    64 for the attention/ResNet intermediates alive at once."""
+    elem = torch.finfo(dtype).bits // 8
+    return int(rows * frames * (height // 8) * (width // 8) * 320 * 64 * elem)
+
+
 def estimate_memory(num_frames: int, width: int, height: int, cfg: float, context_frames: int,
                     dtype: torch.dtype, window_batch: int = 1, context_overlap: int = 4) -> int:
-    """Bytes of activations one video-UNet call needs, besides the weights (for the host's model loader).
-
-    Activations dominate at video sizes: CFG batch x windows per call x window length x the UNet's widest
-    feature maps (320 channels at 1/8 size) x a factor 64 for the attention/ResNet intermediates alive at once.
-    """
+    """Bytes of activations the sampler's largest model call needs (for the host's model loader):
+    :func:`activation_bytes` of CFG rows x windows per call, each ``min(num_frames, context_frames)`` long."""
     windows = max(1, min(int(window_batch), len(uniform_context_windows(num_frames, context_frames, context_overlap))))
-    batch = (2 if cfg > 1.0 else 1) * windows
-    elem = torch.finfo(dtype).bits // 8
-    return int(batch * min(num_frames, context_frames) * (height // 8) * (width // 8) * 320 * 64 * elem)
+    rows = (2 if cfg > 1.0 else 1) * windows
+    return activation_bytes(rows, min(num_frames, context_frames), width, height, dtype)
 
 
 def count_window_evaluations(num_frames: int, steps: int, context_frames: int, context_overlap: int) -> int:
@@ -203,8 +234,20 @@ def plan_windows(num_frames: int, context_frames: int, context_overlap: int, dev
     return WindowPlan(frames=frames, index=[f.to(device) for f in frames], counts=counter)
 
 
+def window_groups(plan: WindowPlan, window_batch: int) -> list[list[int]]:
+    """Window numbers in groups of at most ``window_batch`` consecutive windows of the same length."""
+    groups: list[list[int]] = []
+    for wi, frames in enumerate(plan.frames):
+        last = groups[-1] if groups else None
+        if last is not None and len(last) < window_batch and plan.frames[last[0]].numel() == frames.numel():
+            last.append(wi)
+        else:
+            groups.append([wi])
+    return groups
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# noise, conditioning
+# noise
 # ----------------------------------------------------------------------------------------------------------------
 def make_noise(
     shape: Sequence[int],
@@ -232,125 +275,57 @@ def make_noise(
     return noise.to(device)
 
 
-@torch.no_grad()
-def run_reference(
-    reference_unet: torch.nn.Module,
-    ref_latent: torch.Tensor,
-    encoder_hidden_states: torch.Tensor,
-) -> Any:
-    """Run the ReferenceNet once at t = 0 and return its per-block reference features.
-
-    Args:
-        reference_unet: :class:`~aniportrait_lib.networks.unet.ReferenceUNet` (``forward(sample,
-            encoder_hidden_states, timestep)``; it returns the features cast to float16 like the original's
-            reference banks).
-        ref_latent: (B, 4, h, w) sampler-space reference latents (B = 2 with CFG: repeated).
-        encoder_hidden_states: (B, 1, D) CLIP context (row 0 zeros with CFG).
-    """
-    timestep = torch.zeros((), dtype=torch.int64, device=ref_latent.device)
-    return reference_unet(ref_latent, encoder_hidden_states, timestep=timestep)
-
-
-@dataclass
-class Conditioning:
-    """What every video-UNet call reads besides the latents and the pose features.
-
-    Attributes:
-        states: (B, 1, D) CLIP context in the model dtype; rows [zeros, embeds] with CFG, [embeds] without.
-        reference_features: the ReferenceNet's per-block features, cond row only (the uncond row runs plain
-            self-attention), which keep their projected keys/values for the whole run.
-        reference_mask: CPU bool (B,): which rows read the reference features (on the host: no device sync).
-    """
-
-    states: torch.Tensor
-    reference_features: ReferenceFeatures
-    reference_mask: torch.Tensor
-
-    @property
-    def batch(self) -> int:
-        return int(self.states.shape[0])
-
-
-@torch.no_grad()
-def prepare_conditioning(reference_unet: torch.nn.Module, ref_latent: torch.Tensor, clip_embeds: torch.Tensor,
-                         guidance: bool, device: torch.device, dtype: torch.dtype) -> Conditioning:
-    """CFG batch of the CLIP context and the reference features (the ReferenceNet's one run per video).
-
-    Args:
-        ref_latent: (1, 4, h, w) sampler-scale reference latent. clip_embeds: (1, D).
-        guidance: True for CFG (batch rows [uncond, cond]).
-    """
-    cond_states = clip_embeds.to(device=device, dtype=dtype).unsqueeze(1)  # (1, 1, D)
-    if guidance:
-        states = torch.cat([torch.zeros_like(cond_states), cond_states], dim=0)
-        mask = torch.tensor([False, True])
+def _initial_latents(shape: tuple[int, ...], seed: Union[int, torch.Generator], noise: Optional[torch.Tensor],
+                     device: torch.device, sigma: float) -> torch.Tensor:
+    if noise is not None:
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}.")
+        latents = noise.to(device=device, dtype=torch.float32)
     else:
-        states, mask = cond_states, torch.tensor([True])
-    ref_in = ref_latent.to(device=device, dtype=dtype).repeat(states.shape[0], 1, 1, 1)
-    features = run_reference(reference_unet, ref_in, states)
-    return Conditioning(states=states, reference_features=ReferenceFeatures([f[-1:] for f in features]), reference_mask=mask)
+        latents = make_noise(shape, seed, device)
+    return latents * sigma
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # denoise loop
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
-class Denoiser:
-    """Everything one DDIM step needs (built by :func:`sample_video`).
+class _Run:
+    """What every step of one run reads: the model, its rows' conditioning and the windows."""
 
-    ``window_batch``: how many context windows of equal length go through the video UNet in one call.
-    """
-
-    video_unet: torch.nn.Module
-    cond: Conditioning
+    model: Lmk2VideoModel
+    conditioning: VideoConditioning
+    branches: list[Branch]
     plan: WindowPlan
-    poses: PoseFeatureCache
+    groups: list[list[int]]
     dtype: torch.dtype
-    cfg: float
-    window_batch: int = 1
-
-    @cached_property
-    def groups(self) -> list[list[int]]:
-        """:func:`window_groups` of the plan, the same at every step."""
-        return window_groups(self.plan, self.window_batch)
 
 
-def window_groups(plan: WindowPlan, window_batch: int) -> list[list[int]]:
-    """Window numbers in groups of at most ``window_batch`` consecutive windows of the same length."""
-    groups: list[list[int]] = []
-    for wi, frames in enumerate(plan.frames):
-        last = groups[-1] if groups else None
-        if last is not None and len(last) < window_batch and plan.frames[last[0]].numel() == frames.numel():
-            last.append(wi)
-        else:
-            groups.append([wi])
-    return groups
+def _predict_group(run: _Run, latents: torch.Tensor, t: torch.Tensor, group: list[int]) -> torch.Tensor:
+    """v prediction of the windows in ``group`` in one model call: (B, n, 4, f, h, w) for B branches, n windows.
 
-
-def _predict_group(run: Denoiser, latents: torch.Tensor, t_tensor: torch.Tensor, group: list[int]) -> torch.Tensor:
-    """v prediction of the windows in ``group`` in one UNet call: (B, n, 4, f, h, w) for B CFG rows, n windows.
-
-    Rows go in as [uncond windows..., cond windows...], so the reference mask has two runs whatever ``n``.
-    """
-    n_batch, n = run.cond.batch, len(group)
+    Rows go in as [negative windows..., positive windows...]."""
+    rows, n = len(run.branches), len(group)
     windows = torch.cat([latents.index_select(2, run.plan.index[wi]) for wi in group])  # (n, 4, f, h, w)
-    model_in = windows.to(run.dtype).repeat(n_batch, 1, 1, 1, 1)
-    per_window = [run.poses.features(wi, run.plan.frames[wi]) for wi in group]  # each (B, C_k, f, H_k, W_k)
-    pose_features = [torch.stack([feats[k] for feats in per_window], 1).flatten(0, 1) if n > 1 else per_window[0][k]
-                     for k in range(len(per_window[0]))]  # rows [b0 w0, b0 w1, ..., b1 w0, ...]
-    states = run.cond.states.repeat_interleave(n, 0)
-    mask = run.cond.reference_mask.repeat_interleave(n, 0)
-    pred = run.video_unet(model_in, t_tensor, states, pose_features, run.cond.reference_features, mask)
-    return pred.view(n_batch, n, *pred.shape[1:])
+    device = latents.device
+    call = ModelCall(
+        x=windows.to(run.dtype).repeat(rows, 1, 1, 1, 1), timestep=t,
+        context=torch.cat([b.context for b in run.branches]).to(device, run.dtype).repeat_interleave(n, 0),
+        reference_latent=run.conditioning.reference_latent.to(device, run.dtype).expand(rows * n, -1, -1, -1),
+        use_reference=torch.tensor([float(b.use_reference) for b in run.branches]).repeat_interleave(n),
+        poses=run.conditioning.poses, frames=[run.plan.frames[wi] for wi in group] * rows,
+    )
+    pred = run.model.predict(call)
+    return pred.view(rows, n, *pred.shape[1:])
 
 
-def _predict_step(run: Denoiser, latents: torch.Tensor, t: int, on_window: Callable[[bool], None]) -> torch.Tensor:
-    """Window-averaged v prediction of one step: float32 (B, 4, F, h, w), rows as in ``run.cond``.
+def _predict_step(run: _Run, latents: torch.Tensor, t: int, on_window: Callable[[bool], None]) -> torch.Tensor:
+    """Window-averaged v prediction of one step: float32 (B, 4, F, h, w), rows as :meth:`VideoConditioning.branches`.
 
     ``on_window(last)`` is called after each window evaluation (``last`` for the step's final window).
     """
     t_tensor = torch.tensor(t, dtype=torch.int64, device=latents.device)
-    noise_pred = torch.zeros((run.cond.batch, *latents.shape[1:]), device=latents.device, dtype=torch.float32)
+    noise_pred = torch.zeros((len(run.branches), *latents.shape[1:]), device=latents.device, dtype=torch.float32)
     n_windows = len(run.plan.index)
     for group in run.groups:
         pred = _predict_group(run, latents, t_tensor, group)
@@ -361,14 +336,14 @@ def _predict_step(run: Denoiser, latents: torch.Tensor, t: int, on_window: Calla
 
 
 def _guide(noise_pred: torch.Tensor, cfg: float) -> torch.Tensor:
-    """CFG ``uncond + cfg * (cond - uncond)`` on rows [uncond, cond]; a single row is returned as it is."""
+    """CFG ``uncond + cfg * (cond - uncond)`` on rows [negative, positive]; a single row is returned as it is."""
     if noise_pred.shape[0] == 1:
         return noise_pred
     uncond, cond = noise_pred.chunk(2)
     return uncond + cfg * (cond - uncond)
 
 
-def denoise(run: Denoiser, latents: torch.Tensor, scheduler: AniPortraitDDIM, timesteps: Sequence[int],
+def denoise(run: _Run, latents: torch.Tensor, scheduler: AniPortraitDDIM, timesteps: Sequence[int], cfg: float,
             progress: Optional[Progress] = None) -> torch.Tensor:
     """The DDIM loop over ``timesteps``: float32 (1, 4, F, h, w) noisy latents -> denoised latents.
 
@@ -384,7 +359,7 @@ def denoise(run: Denoiser, latents: torch.Tensor, scheduler: AniPortraitDDIM, ti
             if progress is not None and not last:
                 progress(done, total)
 
-        guided = _guide(_predict_step(run, latents, t, on_window), run.cfg)
+        guided = _guide(_predict_step(run, latents, t, on_window), cfg)
         out = scheduler.step(guided, t, latents)
         latents = out.prev_sample
         if progress is not None:
@@ -393,130 +368,64 @@ def denoise(run: Denoiser, latents: torch.Tensor, scheduler: AniPortraitDDIM, ti
     return latents
 
 
-def _initial_latents(shape: tuple[int, ...], seed: Union[int, torch.Generator], noise: Optional[torch.Tensor],
-                     device: torch.device, sigma: float) -> torch.Tensor:
-    if noise is not None:
-        if tuple(noise.shape) != shape:
-            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}.")
-        latents = noise.to(device=device, dtype=torch.float32)
-    else:
-        latents = make_noise(shape, seed, device)
-    return latents * sigma
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the whole sampler
 # ----------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def sample_video(
-    models: Any, ref_latent: torch.Tensor, clip_embeds: torch.Tensor,
-    pose_images: Union[np.ndarray, torch.Tensor, PoseFrames, Landmarks], *,
+    model: Lmk2VideoModel, conditioning: VideoConditioning, *,
     steps: int = 25, cfg: float = 3.5, seed: Union[int, torch.Generator] = 42, context_frames: int = 16,
-    context_overlap: int = 4, device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None,
-    progress: Optional[Progress] = None, noise: Optional[torch.Tensor] = None,
-    scheduler: Optional[AniPortraitDDIM] = None, cache_pose_features: bool = True,
-    pose_cache_budget_bytes: int = 1 << 30, cache_overflow_device: Union[str, torch.device] = "cpu",
-    window_batch: int = 1, compile_backend: Optional[Backend] = None,
+    context_overlap: int = 4, window_batch: int = 1, compile_backend: Optional[Backend] = None,
+    load: Optional[Load] = None, dtype: Optional[torch.dtype] = None, progress: Optional[Progress] = None,
+    noise: Optional[torch.Tensor] = None, scheduler: Optional[AniPortraitDDIM] = None,
+    latent: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Denoise a video conditioned on a reference latent, a CLIP embedding and pose frames.
+    """Denoise a video conditioned on a reference and pose frames: check, estimate, load, sample.
 
     Args:
-        models: object with ``reference_unet``, ``video_unet`` and ``pose_guider`` modules (e.g.
-            ``Lmk2VideoModels``), already on ``device``. Their train/eval modes are left as they are
-            (the pose guider's ``batch_norm_mode='batch_stats'`` reproduces the original's train-mode BatchNorm).
-        ref_latent: (1, 4, H/8, W/8) reference VAE latent mean, ALREADY multiplied by 0.18215.
-        clip_embeds: (1, D) (or (1, 1, D)) CLIP ``image_embeds`` of the reference photo.
-        pose_images: the pose frames: (F, H, W, 3) rendered pose images, channels as stored (BGR-as-RGB), uint8
-            (or float 0..1); or :class:`~aniportrait_lib.data.Landmarks` (points (F, N, 2) pixels), drawn one
-            window at a time when that window's pose features are first computed (same frames, same latents,
-            without holding every pose image); or any :class:`~aniportrait_lib.sampling.pose_source.PoseFrames`.
-            Frames of another size than 8x the latent's are resized, nearest neighbour, like the original.
-        steps: DDIM steps (>= 1). cfg: guidance scale; 1.0 disables the uncond branch entirely.
+        model: the networks (their train/eval modes are left as they are: the pose guider's
+            ``batch_norm_mode='batch_stats'`` reproduces the original's train-mode BatchNorm).
+        conditioning: reference latent, pose frames and the two branches (:meth:`VideoConditioning.of_reference`
+            for the original's). Pose frames of another size than 8x the latent's are resized, nearest
+            neighbour, like the original.
+        steps: DDIM steps (>= 1). cfg: guidance scale; 1.0 skips the negative branch entirely.
         seed: integer seed (CPU generator, device independent) or a ``torch.Generator``.
         context_frames, context_overlap: context-window length and overlap in frames.
-        device: compute device (default: the video UNet's parameter device, else ``ref_latent``'s).
+        window_batch: context windows per model call (>= 1): more use the device better at that many times the
+            activation memory; the result is the same up to float rounding.
+        compile_backend: ``torch.compile`` backend for the video UNet's heavy blocks during this run
+            (:meth:`~.evaluation.Lmk2VideoModel.compiled`), or None.
+        load: ``load(activation_bytes) -> device``: the host's pre-flight check and weight loading, given the
+            :func:`estimate_memory` of this run; default: the video UNet's parameter device.
         dtype: model input dtype (default: the video UNet's parameter dtype); latents stay float32.
         progress: ``progress(done, total, preview_latent=None)`` (module docstring); it cancels by raising.
         noise: optional initial noise (1, 4, F, h, w) instead of drawing it from ``seed``.
         scheduler: optional scheduler instance (default: :func:`make_scheduler`).
-        cache_pose_features, pose_cache_budget_bytes, cache_overflow_device: see
-            :class:`~aniportrait_lib.sampling.pose_features.PoseFeatureCache` (False recomputes per step, like
-            the original; the numbers are the same).
-        window_batch: context windows per video-UNet call (>= 1). More windows per call use the device better
-            at the cost of that many times the activation memory; the result is the same up to float rounding.
-        compile_backend: ``torch.compile`` backend for the video UNet's heavy blocks during this run
-            (:func:`~.compiling.compiled_blocks`: the first run of a size compiles, later ones reuse it), or None.
+        latent: the host's empty video latent, checked against the conditioning (:func:`check_latent`).
 
     Returns:
-        float32 latents (1, 4, F, H/8, W/8) on ``device``, in sampler scale (raw VAE latents * 0.18215).
+        float32 latents (1, 4, F, H/8, W/8) on the compute device, in sampler scale (raw VAE latents * 0.18215).
     """
-    video_unet = models.video_unet
-    device = torch.device(device if device is not None else
-                          next((q.device for q in video_unet.parameters()), ref_latent.device))
-    dtype = dtype if dtype is not None else _model_dtype(video_unet, torch.float32)
-    clip_embeds = _check_conditioning(ref_latent, clip_embeds)
-    poses = as_pose_frames(pose_images)  # host side: uint8 frames, or landmarks drawn per window
-    h, w = int(ref_latent.shape[2]), int(ref_latent.shape[3])
-    check_inputs(8 * w, 8 * h, poses.num_frames, steps, float(cfg), context_frames, context_overlap)
-    cfg, num_frames = float(cfg), poses.num_frames
+    poses, cfg = conditioning.poses, float(cfg)
+    h, w = int(conditioning.reference_latent.shape[2]), int(conditioning.reference_latent.shape[3])
+    check_inputs(8 * w, 8 * h, poses.num_frames, steps, cfg, context_frames, context_overlap, window_batch)
+    if latent is not None:
+        check_latent(latent, conditioning)
+    dtype = dtype if dtype is not None else model.dtype
+    memory = estimate_memory(poses.num_frames, 8 * w, 8 * h, cfg, context_frames, dtype, window_batch, context_overlap)
+    device = load(memory) if load is not None else model.device
 
-    plan = plan_windows(num_frames, context_frames, context_overlap, device)
+    plan = plan_windows(poses.num_frames, context_frames, context_overlap, device)
     sched = scheduler if scheduler is not None else make_scheduler()
     timesteps = sched.set_timesteps(int(steps)).tolist()
-    latents = _initial_latents((1, 4, num_frames, h, w), seed, noise, device, sched.init_noise_sigma)
+    latents = _initial_latents((1, 4, poses.num_frames, h, w), seed, noise, device, sched.init_noise_sigma)
     logger.info("AniPortrait sampling: %d frames %dx%d, %d steps, cfg %.3g, %d context windows of <= %d frames",
-                num_frames, 8 * w, 8 * h, len(timesteps), cfg, len(plan.index), context_frames)
-
-    cond = prepare_conditioning(models.reference_unet, ref_latent, clip_embeds, cfg > 1.0, device, dtype)
-    pose_cache = PoseFeatureCache(models.pose_guider, poses, (8 * h, 8 * w), cond.batch, device, dtype,
-                                  cache_pose_features, pose_cache_budget_bytes, cache_overflow_device)
-    if int(window_batch) < 1:
-        raise ValueError(f"window_batch must be at least 1, got {window_batch}.")
-    run = Denoiser(video_unet, cond, plan, pose_cache, dtype, cfg, int(window_batch))
-    with compiled_blocks(video_unet, compile_backend) if compile_backend else contextlib.nullcontext():
-        return denoise(run, latents, sched, timesteps, progress)
+                poses.num_frames, 8 * w, 8 * h, len(timesteps), cfg, len(plan.index), context_frames)
+    run = _Run(model, conditioning, conditioning.branches(cfg), plan, window_groups(plan, int(window_batch)), dtype)
+    with model.sampling_run(), model.compiled(compile_backend):
+        return denoise(run, latents, sched, timesteps, cfg, progress)
 
 
-def _model_dtype(module: torch.nn.Module, fallback: torch.dtype) -> torch.dtype:
-    for p in module.parameters():
-        return p.dtype
-    return fallback
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# diffusers VAE helpers (golden tests, scripts)
-# ----------------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def encode_reference_latent(vae: Any, image: torch.Tensor) -> torch.Tensor:
-    """Reference image -> sampler latent with a diffusers ``AutoencoderKL``.
-
-    Args:
-        vae: diffusers AutoencoderKL (``encode(x).latent_dist.mean``).
-        image: (1, 3, H, W) in [-1, 1] (see :func:`~aniportrait_lib.sampling.preprocess.vae_preprocess`).
-
-    Returns:
-        (1, 4, H/8, W/8) = ``latent_dist.mean * 0.18215`` (the mean, not a sample, as the original).
-    """
-    param = next(vae.parameters())
-    return vae.encode(image.to(param.device, param.dtype)).latent_dist.mean * LATENT_SCALE
-
-
-@torch.no_grad()
-def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Sampler latents -> video frame by frame with a diffusers ``AutoencoderKL``.
-
-    Args:
-        vae: diffusers AutoencoderKL.
-        latents: (1, 4, F, h, w) sampler latents (scaled by 0.18215).
-
-    Returns:
-        float32 (1, 3, F, 8h, 8w) in [0, 1]: ``(vae.decode(latents / 0.18215).sample / 2 + 0.5).clamp(0, 1)``.
-    """
-    param = next(vae.parameters())
-    raw = to_vae_space(latents)
-    frames = []
-    for f in range(raw.shape[2]):
-        x = vae.decode(raw[:, :, f].to(param.device, param.dtype)).sample
-        frames.append(x.float())
-    video = torch.stack(frames, dim=2)
-    return (video / 2 + 0.5).clamp(0, 1)
+def sample_latent(model: Lmk2VideoModel, conditioning: VideoConditioning, **settings) -> torch.Tensor:
+    """:func:`sample_video` in the host's latent space: raw VAE latents (1, 4, F, h, w), float32."""
+    return to_vae_space(sample_video(model, conditioning, **settings))

@@ -1,12 +1,14 @@
-"""End to end: LoadImage + LoadAudio -> stage 1 -> Lmk2Video sampler -> VAEDecode -> CreateVideo/SaveVideo -> mp4."""
+"""End to end: LoadImage + LoadAudio -> stage 1 -> Video Conditioning -> AniPortrait Sampler -> Decode To Video ->
+SaveVideo -> mp4; and a workflow saved with the retired stage-2 nodes."""
 from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
-from comfy_server import execution_error, load_workflow, unique_prefix
+from support.comfy_server import execution_error, load_workflow, unique_prefix
 from support.media import frames_at_30fps
 from support.prompts import resize_prompt
 from support.reports import assert_missing_file_reported_once, assert_plain_user_error, saved_mp4
@@ -17,19 +19,38 @@ pytestmark = pytest.mark.e2e
 def _video_prompt(size=(64, 64), steps=2, audio="short_speech.wav") -> dict:
     prompt = copy.deepcopy(load_workflow("aniportrait_audio2video_api.json"))
     prompt["2"]["inputs"]["audio"] = audio
-    resize_prompt(prompt, size, ("5", "9", "17"))
+    resize_prompt(prompt, size, ("5", "9", "22"))
     prompt["17"]["inputs"]["steps"] = steps
     prompt["20"]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/video")
     return prompt
 
 
-def test_stage2_nodes_registered(server):
+def test_stage2_nodes_registered_with_the_retired_ones_hidden(server):
     info = server.object_info()
-    for node in ("AniPortraitLoadLmk2VideoModels", "AniPortraitLmk2VideoSampler"):
-        assert node in info
-    sampler_inputs = info["AniPortraitLmk2VideoSampler"]["input"]["required"]
-    assert sampler_inputs["vae"][0] == "VAE" and sampler_inputs["clip_vision"][0] == "CLIP_VISION"
-    assert info["AniPortraitLmk2VideoSampler"]["output"] == ["LATENT"]
+    sampler_inputs = info["AniPortraitSampler"]["input"]["required"]
+    assert [sampler_inputs[n][0] for n in ("model", "positive", "negative", "latent_image")] == [
+        "MODEL", "CONDITIONING", "CONDITIONING", "LATENT"]
+    assert info["AniPortraitSampler"]["output"] == ["LATENT"]
+    for retired in ("AniPortraitLoadLmk2VideoModels", "AniPortraitLmk2VideoSampler"):
+        assert info[retired]["deprecated"] is True  # the frontend leaves deprecated nodes out of its search
+
+
+def test_a_workflow_with_the_retired_nodes_still_runs_and_names_the_replacement(stage2_models):
+    """The audio-to-video workflow as saved before the stage-2 nodes were merged (the API twin of that version, with
+    core VAE Decode + Create Video): it still makes its mp4, and both retired nodes say what replaces them."""
+    server = stage2_models
+    old = json.loads((Path(__file__).parent / "retired" / "aniportrait_audio2video_api.json").read_text())
+    resize_prompt(old, (64, 64), ("5", "9", "17"))
+    old["2"]["inputs"]["audio"] = "short_speech.wav"
+    old["17"]["inputs"]["steps"] = 2
+    old["20"]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/retired")
+    history = server.run(old, timeout=900)
+    video = saved_mp4(server, history, "20")
+    assert video["frames"] == frames_at_30fps(server.input_dir / "short_speech.wav")
+    replacement = ("replace it with AniPortrait Load Video Model (model) and AniPortrait Video Conditioning (positive, "
+                   "negative, latent) into AniPortrait Sampler, as in workflows/aniportrait_audio2video.json.")
+    for node_id, name in (("17", "AniPortrait Lmk2Video Sampler"), ("14", "AniPortrait Load Lmk2Video Models")):
+        assert history["outputs"][node_id]["text"] == [f"{name} is retired: {replacement}"]
 
 
 def test_audio_to_video_workflow_writes_mp4_with_audio(stage2_models):
@@ -43,10 +64,10 @@ def test_audio_to_video_workflow_writes_mp4_with_audio(stage2_models):
 
 def test_size_not_multiple_of_8_is_a_clear_execution_error(stage2_models):
     prompt = _video_prompt(size=(64, 64))
-    prompt["17"]["inputs"]["width"] = 68  # stage 1 stays valid: the sampler is the one to say it
+    prompt["22"]["inputs"]["width"] = 68  # stage 1 stays valid: the conditioning is the one to say it
     history = stage2_models.run(prompt)
     err = execution_error(history)
-    assert err is not None and err["node_type"] == "AniPortraitLmk2VideoSampler"
+    assert err is not None and err["node_type"] == "AniPortraitVideoConditioning"
     assert_plain_user_error(err)
     msg = err["exception_message"]
     assert "multiples of 8 (got 68x64)" in msg, msg
@@ -59,7 +80,7 @@ def test_context_overlap_not_below_context_frames_is_a_clear_execution_error(sta
     prompt["17"]["inputs"]["context_overlap"] = 4
     history = stage2_models.run(prompt)
     err = execution_error(history)
-    assert err is not None and err["node_type"] == "AniPortraitLmk2VideoSampler"
+    assert err is not None and err["node_type"] == "AniPortraitSampler"
     assert_plain_user_error(err)
     assert "context_overlap (4) must be 0 or more and smaller than context_frames (4)" in err["exception_message"]
     assert stage2_models.alive()
@@ -72,7 +93,7 @@ def test_missing_stage2_file_is_reported_once_naming_file_and_folder(stage2_mode
     prompt = _video_prompt()
     prompt["14"]["inputs"][input_name] = f"missing_{input_name}.pth"
     history = stage2_models.run(prompt)
-    assert_missing_file_reported_once(history, "AniPortraitLoadLmk2VideoModels", prompt["14"]["inputs"], input_name,
+    assert_missing_file_reported_once(history, "AniPortraitLoadVideoModel", prompt["14"]["inputs"], input_name,
                                       stage2_models.models_dir / "aniportrait")
     assert stage2_models.alive()
 
@@ -81,9 +102,9 @@ def test_missing_stage2_file_is_reported_once_naming_file_and_folder(stage2_mode
                                   "aniportrait_photo_paste_back", "aniportrait_dubbing"])
 def test_ui_workflows_match_their_api_twins_and_the_live_nodes(server, name):
     """The drag-and-drop UI files are what tests/support/make_ui_workflow.py makes from the API twin and /object_info."""
-    from make_ui_workflow import api_to_ui
+    from support.make_ui_workflow import api_to_ui
 
-    from comfy_server import REPO_ROOT
+    from support.comfy_server import REPO_ROOT
 
     api = load_workflow(f"{name}_api.json")
     committed = json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text())

@@ -18,24 +18,13 @@ import pytest
 import torch
 
 from aniportrait_lib.sampling.context_windows import frame_coverage, uniform_context_windows
-from aniportrait_lib.sampling.preprocess import (
-    CLIP_MEAN,
-    CLIP_STD,
-    clip_preprocess,
-    prepare_pose_tensor,
-    resize_for_clip,
-    resize_reference,
-    vae_preprocess,
-)
+from aniportrait_lib.sampling.evaluation import Lmk2VideoModel
+from aniportrait_lib.sampling.preprocess import CLIP_MEAN, CLIP_STD, prepare_pose_tensor, resize_for_clip, resize_reference
 from aniportrait_lib.sampling.reference import VAE_ERROR, embed_reference, encode_reference, prepare_reference
-from aniportrait_lib.sampling.sampler import (
-    LATENT_SCALE,
-    decode_latents,
-    encode_reference_latent,
-    make_noise,
-    sample_video,
-)
+from aniportrait_lib.sampling.sampler import LATENT_SCALE, VideoConditioning, make_noise, sample_video
 from aniportrait_lib.sampling.scheduler import SCHEDULER_KWARGS, AniPortraitDDIM, make_scheduler
+
+from support.original_pipeline import clip_preprocess, decode_latents, encode_reference_latent, vae_preprocess
 
 from support.golden import load_case
 from support.golden import max_abs_err as _max_err
@@ -171,37 +160,6 @@ def test_context_windows_wrap_and_validation() -> None:
             uniform_context_windows(**kwargs)
 
 
-# ------------------------------------------------------------------------------------------------------------
-# models of the pipeline case (tiny, loaded with the real loading code)
-# ------------------------------------------------------------------------------------------------------------
-def _load_pipeline_models(folder: Path, case: dict) -> Any:
-    from aniportrait_lib.networks.loading import Lmk2VideoConfig, PoseGuiderConfig, load_lmk2video_models
-
-    p = case["params"]
-    unet_cfg = json.loads((folder / "base_unet_config.json").read_text())
-    motion = json.loads((folder / "unet_additional_kwargs.json").read_text())
-    # the original hard-codes 32 GroupNorm groups in the motion module; the golden was built with `groups`
-    motion.setdefault("motion_module_kwargs", {})["norm_num_groups"] = int(p["groups"])
-    config = Lmk2VideoConfig(
-        unet=unet_cfg,
-        motion=motion,
-        pose_guider=PoseGuiderConfig(int(p["C"]), int(p["pg_heads"]), int(p["pg_head_dim"]), int(p["groups"])),
-    )
-    paths = {name: folder / f"{name}.pth" for name in ("reference_unet", "denoising_unet", "motion_module",
-                                                       "pose_guider")}
-    return load_lmk2video_models(paths, config, device="cpu", dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def pipeline_case() -> tuple[Path, dict]:
-    return load_case("pipeline")
-
-
-@pytest.fixture(scope="module")
-def tiny_models(pipeline_case: tuple[Path, dict]) -> Any:
-    return _load_pipeline_models(*pipeline_case)
-
-
 class _Recorder(torch.nn.Module):
     """Wraps a module and records its calls (args/kwargs) and outputs."""
 
@@ -225,6 +183,14 @@ def _wrapped(models: Any, **transforms: Any) -> SimpleNamespace:
         video_unet=_Recorder(models.video_unet, transforms.get("video_unet")),
         pose_guider=_Recorder(models.pose_guider, transforms.get("pose_guider")),
     )
+
+
+def _sample(models: Any, ref_latent: torch.Tensor, clip_embeds: torch.Tensor, poses: Any, *,
+            pose_cache_bytes: int = 1 << 30, pose_cache_host_bytes: int | None = None, **settings: Any) -> torch.Tensor:
+    """:func:`sample_video` on the networks of ``models`` with the original's conditioning of these inputs."""
+    model = Lmk2VideoModel(models.reference_unet, models.video_unet, models.pose_guider, pose_cache_bytes,
+                           pose_cache_host_bytes)
+    return sample_video(model, VideoConditioning.of_reference(ref_latent, clip_embeds, poses), **settings)
 
 
 class _RecordingDDIM(AniPortraitDDIM):
@@ -307,14 +273,18 @@ def test_pipeline_golden(pipeline_case: tuple[Path, dict], tiny_models: Any) -> 
         models = _wrapped(tiny_models)
         sched = _RecordingDDIM()
         progress: list[tuple[int, int]] = []
-        latents = sample_video(
+        latents = _sample(
             models, ref_latent, clip_embeds, poses,
             steps=int(p["num_inference_steps"]), cfg=float(p["guidance_scale"]), seed=int(p["gen_seed"]),
             progress=lambda i, n, preview=None: progress.append((i, n)), scheduler=sched,
         )
+        # the original ran the guider on the CFG batch (two copies of the window's frames, which give the same
+        # batch statistics); the pack runs it on one copy, which every row of the window reads
         pose_fea = models.pose_guider.calls[0][2]
         for k, fea in enumerate(pose_fea):
-            errors[f"pose_fea_window0_{k}"] = _max_err(fea, np.load(folder / f"pose_fea_window0_{k}.npy"))
+            expected = np.load(folder / f"pose_fea_window0_{k}.npy")
+            assert all(np.array_equal(expected[0], row) for row in expected), "the original's CFG rows differ"
+            errors[f"pose_fea_window0_{k}"] = _max_err(fea, expected[:1])
         assert [r["t"] for r in sched.records] == case["timesteps"]
         for k, rec in enumerate(sched.records):
             for name in ("sample", "model_output", "prev_sample"):
@@ -334,7 +304,7 @@ def test_pipeline_golden(pipeline_case: tuple[Path, dict], tiny_models: Any) -> 
     assert len(case["pose_guider_calls_input_shapes"]) == int(p["num_inference_steps"]) * n_windows
     assert len(models.pose_guider.calls) == n_windows
     for call, shape in zip(models.pose_guider.calls, case["pose_guider_calls_input_shapes"]):
-        assert list(call[0][0].shape) == shape
+        assert list(call[0][0].shape) == [1, *shape[1:]]
     assert len(models.video_unet.calls) == int(p["num_inference_steps"]) * n_windows
     assert progress == [(i + 1, len(progress)) for i in range(len(progress))]
     assert len(progress) == int(p["num_inference_steps"]) * n_windows
@@ -372,14 +342,14 @@ def test_uncond_branch_ignores_reference_features(pipeline_case: tuple[Path, dic
     ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 18)
     kwargs = dict(steps=1, cfg=3.5, seed=3)
     plain = _wrapped(tiny_models)
-    sample_video(plain, ref_latent, clip_embeds, poses, **kwargs)
+    _sample(plain, ref_latent, clip_embeds, poses, **kwargs)
     perturbed = _wrapped(tiny_models, reference_unet=_perturb_features)
-    sample_video(perturbed, ref_latent, clip_embeds, poses, **kwargs)
+    _sample(perturbed, ref_latent, clip_embeds, poses, **kwargs)
 
-    # the reference UNet ran once on the CFG batch: [zeros, clip] context
+    # the reference UNet ran once, for the positive row only (the negative rows never read its features)
     (ref_args, ref_kwargs, _), = plain.reference_unet.calls
     context = ref_args[1]
-    assert context.shape[0] == 2 and torch.count_nonzero(context[0]) == 0 and torch.equal(context[1, 0], clip_embeds[0])
+    assert context.shape[0] == 1 and torch.equal(context[0, 0], clip_embeds[0])
 
     assert len(plain.video_unet.calls) == len(perturbed.video_unet.calls) >= 1
     for (args_a, _, out_a), (args_b, _, out_b) in zip(plain.video_unet.calls, perturbed.video_unet.calls):
@@ -400,7 +370,7 @@ def test_cfg_one_skips_uncond_branch(pipeline_case: tuple[Path, dict], tiny_mode
     ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, n_frames)
     models = _wrapped(tiny_models)
     steps = 2
-    latents = sample_video(models, ref_latent, clip_embeds, poses, steps=steps, cfg=1.0, seed=5)
+    latents = _sample(models, ref_latent, clip_embeds, poses, steps=steps, cfg=1.0, seed=5)
     n_windows = len(uniform_context_windows(n_frames))
     assert torch.isfinite(latents).all()
     (ref_args, _, _), = models.reference_unet.calls
@@ -432,7 +402,7 @@ def test_window_average_and_guidance(pipeline_case: tuple[Path, dict], tiny_mode
                              pose_guider=tiny_models.pose_guider)
     for cfg, expected in ((1.0, 1.0), (2.5, 2.5)):
         sched = _RecordingDDIM()
-        sample_video(models, ref_latent, clip_embeds, poses, steps=1, cfg=cfg, seed=0, scheduler=sched)
+        _sample(models, ref_latent, clip_embeds, poses, steps=1, cfg=cfg, seed=0, scheduler=sched)
         (rec,) = sched.records
         assert torch.allclose(rec["model_output"], torch.full_like(rec["model_output"], expected)), cfg
 
@@ -448,7 +418,7 @@ def test_long_video_wraparound_deterministic(pipeline_case: tuple[Path, dict], t
     assert any(w[-1] < w[0] for w in windows), "expected a wrap-around window"
     progress: list[tuple[int, int]] = []
     models = _wrapped(tiny_models)
-    a = sample_video(models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=11,
+    a = _sample(models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=11,
                      progress=lambda i, n, preview=None: progress.append((i, n)))
     h, w = ref_latent.shape[-2:]
     assert tuple(a.shape) == (1, 4, n_frames, h, w)
@@ -457,16 +427,16 @@ def test_long_video_wraparound_deterministic(pipeline_case: tuple[Path, dict], t
     for (args, _, _), win in zip(models.video_unet.calls, windows * 2):
         assert args[0].shape[2] == len(win)
     assert len(models.pose_guider.calls) == len(windows)  # cached after the first step
-    b = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=11)
+    b = _sample(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=11)
     assert torch.equal(a, b)
     uncached = _wrapped(tiny_models)
-    b2 = sample_video(uncached, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=11, cache_pose_features=False)
+    b2 = _sample(uncached, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=11, pose_cache_bytes=0, pose_cache_host_bytes=0)
     assert len(uncached.pose_guider.calls) == 2 * len(windows)
     assert torch.equal(a, b2), "cached pose features changed the result"
-    c = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=12)
+    c = _sample(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=12)
     assert _max_err(a, c) > 1e-2
     # a generator gives the same noise as the integer seed
-    d = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5,
+    d = _sample(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5,
                      seed=torch.Generator("cpu").manual_seed(11))
     assert torch.equal(a, d)
 
@@ -476,11 +446,11 @@ def test_window_batch_gives_the_same_video_in_fewer_calls(pipeline_case: tuple[P
     n_frames = 40
     ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, n_frames)
     windows = uniform_context_windows(n_frames)
-    one = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=5)
+    one = _sample(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=5)
     for window_batch in (2, len(windows), 8):
         models = _wrapped(tiny_models)
         progress: list[int] = []
-        batched = sample_video(models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=5,
+        batched = _sample(models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=5,
                                window_batch=window_batch, progress=lambda i, n, preview=None: progress.append(i))
         per_step = -(-len(windows) // min(window_batch, len(windows)))
         assert len(models.video_unet.calls) == 2 * per_step
@@ -493,7 +463,7 @@ def test_window_batch_gives_the_same_video_in_fewer_calls(pipeline_case: tuple[P
         assert len(models.pose_guider.calls) == len(windows), "pose features are still computed once per window"
         assert _max_err(one, batched) < 1e-4, f"window_batch {window_batch} changed the video"
     with pytest.raises(ValueError, match=re.escape("window_batch must be at least 1, got 0.")):
-        sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=1, window_batch=0)
+        _sample(tiny_models, ref_latent, clip_embeds, poses, steps=1, window_batch=0)
 
 
 def test_reference_keys_values_are_projected_once_per_run(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
@@ -507,7 +477,7 @@ def test_reference_keys_values_are_projected_once_per_run(pipeline_case: tuple[P
     hooks = [lin.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1)) for lin in key_projections]
     try:
         models = _wrapped(tiny_models)
-        sample_video(models, ref_latent, clip_embeds, poses, steps=3, cfg=3.5, seed=1)
+        _sample(models, ref_latent, clip_embeds, poses, steps=3, cfg=3.5, seed=1)
     finally:
         for hook in hooks:
             hook.remove()
@@ -537,7 +507,7 @@ def test_every_convolution_gets_row_major_activations(pipeline_case: tuple[Path,
     hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: seen.__setitem__(
         name, seen.get(name, True) and args[0].is_contiguous())) for name, m in convs]
     try:
-        sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=1, cfg=3.5, seed=3, window_batch=2)
+        _sample(tiny_models, ref_latent, clip_embeds, poses, steps=1, cfg=3.5, seed=3, window_batch=2)
     finally:
         for hook in hooks:
             hook.remove()
@@ -572,8 +542,8 @@ def test_compiled_blocks_give_the_same_video_and_every_block_gets_compiled_code(
     classes_before = _block_classes(unet)
     torch._dynamo.reset()
     counters.clear()
-    plain = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=3)
-    compiled = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=3,
+    plain = _sample(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=3)
+    compiled = _sample(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=3,
                             compile_backend=recording_backend)
     assert _max_err(plain, compiled) < 1e-6
     signatures = {(type(unet.get_submodule(path)).__name__,
@@ -584,7 +554,7 @@ def test_compiled_blocks_give_the_same_video_and_every_block_gets_compiled_code(
     assert _block_classes(unet) == classes_before, "the original blocks are back after the run"
     assert not any("OptimizedModule" in name for name in classes_before)
     graphs_after_first = len(graphs)
-    again = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=3,
+    again = _sample(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=3.5, seed=3,
                          compile_backend=recording_backend)
     assert len(graphs) == graphs_after_first, "a second run of the same size reuses the compiled code"
     assert torch.equal(again, compiled)
@@ -608,11 +578,11 @@ def test_a_failing_compiler_gets_one_sentence_and_leaves_the_model_usable(pipeli
                 "cc is not found.): set compile to off, or install what "
                 "no_compiler_here needs (a working Triton on a GPU, a C++ compiler on the CPU).")
     with pytest.raises(CompileError) as failure:
-        sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=1, seed=3, compile_backend=no_compiler_here)
+        _sample(tiny_models, ref_latent, clip_embeds, poses, steps=1, seed=3, compile_backend=no_compiler_here)
     assert str(failure.value) == expected
     assert isinstance(failure.value, ValueError), "nodes show it as a plain error, not a traceback"
     assert _block_classes(tiny_models.video_unet) == classes_before
-    assert torch.isfinite(sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=1, seed=3)).all()
+    assert torch.isfinite(_sample(tiny_models, ref_latent, clip_embeds, poses, steps=1, seed=3)).all()
 
 
 def test_cancelling_a_compiled_run_puts_the_original_blocks_back(pipeline_case: tuple[Path, dict],
@@ -631,7 +601,7 @@ def test_cancelling_a_compiled_run_puts_the_original_blocks_back(pipeline_case: 
 
     classes_before = _block_classes(tiny_models.video_unet)
     with pytest.raises(Cancelled):
-        sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, seed=3, compile_backend="eager",
+        _sample(tiny_models, ref_latent, clip_embeds, poses, steps=2, seed=3, compile_backend="eager",
                      progress=cancel_at_second)
     assert _block_classes(tiny_models.video_unet) == classes_before
 
@@ -657,7 +627,7 @@ def test_progress_is_the_cancel_point_and_carries_one_preview_per_step(pipeline_
     n_windows = len(uniform_context_windows(n_frames))
     sched = _RecordingDDIM()
     calls: list[tuple[int, int, Any]] = []
-    sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=steps, cfg=2.0, seed=1, scheduler=sched,
+    _sample(tiny_models, ref_latent, clip_embeds, poses, steps=steps, cfg=2.0, seed=1, scheduler=sched,
                  progress=lambda done, total, preview_latent=None: calls.append((done, total, preview_latent)))
     assert [(d, n) for d, n, _ in calls] == [(i + 1, steps * n_windows) for i in range(steps * n_windows)]
     previews = [(d, p) for d, _, p in calls if p is not None]
@@ -676,7 +646,7 @@ def test_progress_is_the_cancel_point_and_carries_one_preview_per_step(pipeline_
             raise Cancelled
     models = _wrapped(tiny_models)
     with pytest.raises(Cancelled):
-        sample_video(models, ref_latent, clip_embeds, poses, steps=3, cfg=3.5, progress=cancel_at_second)
+        _sample(models, ref_latent, clip_embeds, poses, steps=3, cfg=3.5, progress=cancel_at_second)
     assert len(models.video_unet.calls) == 2
 
 
@@ -689,16 +659,16 @@ def test_input_validation(pipeline_case: tuple[Path, dict], tiny_models: Any) ->
         (dict(), dict(cfg=float("nan")), "cfg must be a finite number >= 1.0"),
         (dict(), dict(steps=0), "steps must be an integer >= 1, got 0"),
         (dict(), dict(context_overlap=16), r"context_overlap \(16\) must be 0 or more and smaller than context_frames \(16\)"),
-        (dict(poses=poses[:0]), dict(), "pose_images holds no frames|pose images input is empty"),
+        (dict(poses=poses[:0]), dict(), "the pose images input is empty"),
         (dict(poses=poses[..., :2]), dict(), "has 2 channels"),
-        (dict(ref_latent=ref_latent[:, :3]), dict(), r"ref_latent must have shape \(1, 4, H/8, W/8\)"),
+        (dict(ref_latent=ref_latent[:, :3]), dict(), r"the reference latent must have shape \(1, 4, H/8, W/8\)"),
         (dict(clip_embeds=clip_embeds.repeat(2, 1)), dict(), r"clip_embeds must have shape \(1, D\)"),
     ]
     for inputs, kwargs, message in bad_cases:
         args = dict(ref_latent=ref_latent, clip_embeds=clip_embeds, poses=poses)
         args.update(inputs)
         with pytest.raises(ValueError, match=message):
-            sample_video(tiny_models, args["ref_latent"], args["clip_embeds"], args["poses"], **{**good, **kwargs})
+            _sample(tiny_models, args["ref_latent"], args["clip_embeds"], args["poses"], **{**good, **kwargs})
 
 
 def test_pose_frames_of_another_size_are_resized_like_the_original(pipeline_case: tuple[Path, dict], tiny_models: Any) -> None:
@@ -709,8 +679,8 @@ def test_pose_frames_of_another_size_are_resized_like_the_original(pipeline_case
     small = np.ascontiguousarray(poses[:, ::2, ::2])
     resized = torch.nn.functional.interpolate(torch.from_numpy(small).permute(0, 3, 1, 2).float(), size=(h, w), mode="nearest")
     resized = resized.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    a = sample_video(tiny_models, ref_latent, clip_embeds, small, steps=1, cfg=2.0, seed=3)
-    b = sample_video(tiny_models, ref_latent, clip_embeds, resized, steps=1, cfg=2.0, seed=3)
+    a = _sample(tiny_models, ref_latent, clip_embeds, small, steps=1, cfg=2.0, seed=3)
+    b = _sample(tiny_models, ref_latent, clip_embeds, resized, steps=1, cfg=2.0, seed=3)
     assert torch.equal(a, b)
 
 
@@ -743,8 +713,9 @@ def test_pose_cache_overflowing_to_host_memory_gives_the_same_video(pipeline_cas
     """With no device budget every window's pose features are parked on the host: same latents, bit for bit."""
     folder, case = pipeline_case
     ref_latent, clip_embeds, poses = _synthetic_inputs(case, folder, 20)
-    a = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=2.0, seed=5)
-    b = sample_video(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=2.0, seed=5, pose_cache_budget_bytes=0)
+    a = _sample(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=2.0, seed=5)
+    b = _sample(tiny_models, ref_latent, clip_embeds, poses, steps=2, cfg=2.0, seed=5, pose_cache_bytes=0,
+                pose_cache_host_bytes=1 << 30)
     assert torch.equal(a, b)
 
 
@@ -754,19 +725,19 @@ def test_pose_cache_stops_growing_beyond_both_budgets(tiny_models: Any) -> None:
     from aniportrait_lib.sampling.pose_features import PoseFeatureCache
 
     poses = np.random.default_rng(0).integers(0, 255, size=(12, 64, 64, 3), dtype=np.uint8)
-    cache = PoseFeatureCache(tiny_models.pose_guider, poses, (64, 64), 1, torch.device("cpu"), torch.float32,
+    cache = PoseFeatureCache(tiny_models.pose_guider, poses, (64, 64), torch.device("cpu"), torch.float32,
                              budget_bytes=0, overflow_budget_bytes=0)
-    windows = [torch.arange(0, 4), torch.arange(4, 8), torch.arange(8, 12)]
-    first = [cache.features(i, w) for i, w in enumerate(windows)]
+    windows = [tuple(range(0, 4)), tuple(range(4, 8)), tuple(range(8, 12))]
+    first = [cache.features(w) for w in windows]
     assert cache._cache == {}  # nothing kept: both budgets are 0
-    again = cache.features(1, windows[1])
+    again = cache.features(windows[1])
     assert all(torch.equal(a, b) for a, b in zip(first[1], again))
-    one_window = sum(f[:1].numel() * f.element_size() for f in first[0])
-    kept = PoseFeatureCache(tiny_models.pose_guider, poses, (64, 64), 1, torch.device("cpu"), torch.float32,
+    one_window = sum(f.numel() * f.element_size() for f in first[0])
+    kept = PoseFeatureCache(tiny_models.pose_guider, poses, (64, 64), torch.device("cpu"), torch.float32,
                             budget_bytes=one_window, overflow_budget_bytes=one_window)
-    for i, w in enumerate(windows):
-        kept.features(i, w)
-    assert sorted(kept._cache) == [0, 1]  # one window on the device, one parked, the third recomputed
+    for w in windows:
+        kept.features(w)
+    assert sorted(kept._cache) == windows[:2]  # one window on the device, one parked, the third recomputed
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -868,17 +839,25 @@ def test_check_inputs_messages() -> None:
         check_inputs(**{**ok, "cfg": 0.5})
 
 
-def test_estimate_memory() -> None:
-    from aniportrait_lib.sampling.sampler import estimate_memory
+def test_estimate_memory_follows_the_largest_model_call() -> None:
+    """The estimate is the activations of the sampler's largest model call: it grows with the rows a call holds
+    (CFG doubles them, window_batch multiplies them up to the number of windows), with one window's frames (not
+    the video's), with the pixel count and the element size."""
+    from aniportrait_lib.sampling.sampler import activation_bytes, estimate_memory
 
-    # CFG batch 2 x min(frames, window) 16 x 64x64 latent x 320 x 64 x 2 bytes (fp16)
-    assert estimate_memory(48, 512, 512, 3.5, 16, torch.float16) == 2 * 16 * 64 * 64 * 320 * 64 * 2
-    assert estimate_memory(4, 512, 512, 1.0, 16, torch.float32) == 1 * 4 * 64 * 64 * 320 * 64 * 4
-    # several windows per call: that many times the activations, at most as many windows as the video has
-    one = estimate_memory(48, 512, 512, 3.5, 16, torch.float16)
-    assert estimate_memory(48, 512, 512, 3.5, 16, torch.float16, window_batch=3) == 3 * one
+    base = estimate_memory(48, 512, 512, 3.5, 16, torch.float16)
+    assert base > 0
+    assert estimate_memory(48, 512, 512, 1.0, 16, torch.float16) * 2 == base  # no negative rows
+    assert estimate_memory(480, 512, 512, 3.5, 16, torch.float16) == base  # one window at a time, any length
+    assert estimate_memory(8, 512, 512, 3.5, 16, torch.float16) * 2 == base  # a short video is one short window
+    assert estimate_memory(48, 256, 512, 3.5, 16, torch.float16) * 2 == base
+    assert estimate_memory(48, 512, 512, 3.5, 16, torch.float32) == 2 * base
     windows = len(uniform_context_windows(48, 16, 4))
-    assert estimate_memory(48, 512, 512, 3.5, 16, torch.float16, window_batch=99) == windows * one
+    assert estimate_memory(48, 512, 512, 3.5, 16, torch.float16, window_batch=3) == 3 * base
+    assert estimate_memory(48, 512, 512, 3.5, 16, torch.float16, window_batch=99) == windows * base
+    # the MODEL path asks per call shape: the same figure for the same rows x frames
+    assert activation_bytes(2, 16, 512, 512, torch.float16) == base
+    assert activation_bytes(1, 1, 512, 512, torch.float16) * 32 == base  # a 1-frame video needs no windows
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -911,9 +890,9 @@ def test_landmarks_give_the_latents_of_their_rendered_pose_images(pipeline_case:
     landmarks = _projected_landmarks(n_frames, *size)
     rendered = draw_pose_images(landmarks.points, landmarks.width, landmarks.height)
     kwargs = dict(steps=steps, cfg=3.5, seed=9)
-    a = sample_video(tiny_models, ref_latent, clip_embeds, rendered, **kwargs)
+    a = _sample(tiny_models, ref_latent, clip_embeds, rendered, **kwargs)
     source = LandmarkPoseFrames(landmarks)
-    b = sample_video(tiny_models, ref_latent, clip_embeds, source, **kwargs)
+    b = _sample(tiny_models, ref_latent, clip_embeds, source, **kwargs)
     assert torch.equal(a, b), f"landmarks path differs: max err {_max_err(a, b)}"
     windows = uniform_context_windows(n_frames)
     assert source.rendered_frames == sum(len(w) for w in windows)  # once per window: features are cached
@@ -921,7 +900,7 @@ def test_landmarks_give_the_latents_of_their_rendered_pose_images(pipeline_case:
     if size != (512, 512):
         return
     uncached = LandmarkPoseFrames(landmarks)
-    c = sample_video(tiny_models, ref_latent, clip_embeds, uncached, cache_pose_features=False, **kwargs)
+    c = _sample(tiny_models, ref_latent, clip_embeds, uncached, pose_cache_bytes=0, pose_cache_host_bytes=0, **kwargs)
     assert torch.equal(a, c)
     assert uncached.rendered_frames == steps * sum(len(w) for w in windows) and uncached.max_batch <= 16
 
@@ -938,7 +917,7 @@ def test_long_landmark_clip_renders_one_window_at_a_time(pipeline_case: tuple[Pa
     calls: list[int] = []
     draw = source.frames
     source.frames = lambda idx: (calls.append(len(idx)), draw(idx))[1]  # type: ignore[method-assign]
-    sample_video(tiny_models, ref_latent, clip_embeds, source, steps=1, cfg=1.0, seed=0)
+    _sample(tiny_models, ref_latent, clip_embeds, source, steps=1, cfg=1.0, seed=0)
     windows = uniform_context_windows(n_frames)
     assert calls == [len(w) for w in windows] and max(calls) == 16
     assert source.rendered_frames == sum(calls)

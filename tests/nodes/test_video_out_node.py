@@ -133,9 +133,19 @@ def test_a_video_latent_decodes_like_its_frames(pack, vae, latents) -> None:
 
 
 def test_a_batch_of_video_latents_is_refused(pack, vae) -> None:
-    with pytest.raises(ValueError, match=r"this node takes one latent per frame \(frames, 4, h, w\) as AniPortrait "
-                                         r"Lmk2Video Sampler outputs, or one video latent"):
+    with pytest.raises(ValueError, match=r"this node takes one video latent \(1, 4, frames, h, w\) as AniPortrait "
+                                         r"Sampler and KSampler output with the AniPortrait MODEL"):
         _run(pack, vae, torch.zeros(2, 4, 3, 8, 8))
+
+
+def test_decode_frames_gives_the_frames_of_the_video(pack, vae, latents) -> None:
+    """Decode Frames: the video latent (1, 4, F, h, w) to F images, chunk by chunk, the same pixels as decoding
+    every frame at once with core's VAE (the lossless mp4 of Decode To Video holds the same frames)."""
+    frames = latents[:5]
+    as_video = frames.permute(1, 0, 2, 3)[None].contiguous()
+    images = pack.nodes.video_out.DecodeFrames.execute({"samples": as_video}, vae, 2).args[0]
+    assert tuple(images.shape) == (5, frames.shape[2] * 8, frames.shape[3] * 8, 3)
+    assert torch.allclose(images, vae.decode(frames), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- pre-flight through the nodes

@@ -44,14 +44,13 @@ COLUMN_W = 340
 # nodes that show media below their widgets, or have extra DOM widgets: a size that shows them
 MEDIA_SIZE = {"LoadImage": (340, 360), "PreviewImage": (340, 340), "SaveImage": (340, 340), "LoadVideo": (340, 440),
               "LoadAudio": (340, 150), "SaveVideo": (340, 340)}
-WIDE = {"AniPortraitLmk2VideoSampler": 320, "AniPortraitLoadVideoModel": 320, "AniPortraitVideoConditioning": 320, "AniPortraitLoadLmk2VideoModels": 320, "CLIPVisionLoader": 320, "VAELoader": 320}
+WIDE = {"AniPortraitSampler": 320, "AniPortraitLoadVideoModel": 320, "AniPortraitVideoConditioning": 320, "CLIPVisionLoader": 320,
+        "VAELoader": 320}
 
 GROUP_COLOURS = {"inputs": "#3f789e", "motion": "#8A8", "pose": "#b58b2a", "video": "#a1309b", "crop": "#8AA", "note": "#444"}
 
 MODEL_LINES = {
     "AniPortraitLoadAudioModels": ("`audio2mesh.pt`, `audio2pose.pt` → `models/aniportrait/`", "hf"),
-    "AniPortraitLoadLmk2VideoModels": ("`reference_unet.pth`, `denoising_unet.pth`, `motion_module.pth`, "
-                                       "`pose_guider.pth` → `models/aniportrait/`", "hf"),
     "AniPortraitLoadVideoModel": ("`reference_unet.pth`, `denoising_unet.pth`, `motion_module.pth`, "
                                   "`pose_guider.pth` → `models/aniportrait/`", "hf"),
     "AniPortraitLoadFaceLandmarker": (
@@ -79,8 +78,8 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
         [
             ("Your inputs", "inputs", [["1", "2"]]),
             ("1 · Audio → motion", "motion", [["3", "4", "5"], ["6", "7", "8"]]),
-            ("2 · Motion → pose images", "pose", [["9", "10"], ["21"]]),
-            ("3 · Pose images → video", "video", [["14", "15", "16"], ["17"], ["18", "19", "20"]]),
+            ("2 · Motion → landmarks", "pose", [["9", "10"], ["21"]]),
+            ("3 · Landmarks → video", "video", [["14", "15", "16"], ["22"], ["17"], ["18", "20"]]),
         ],
     ),
     "aniportrait_audio2video_ksampler": (
@@ -104,7 +103,8 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
     ),
     "aniportrait_reenactment": (
         "Face reenactment: the driving video's expressions and head motion on your portrait, as pose images. "
-        "For a video, feed them to **AniPortrait Lmk2Video Sampler** as in the *aniportrait_audio2video* template.",
+        "For a video, feed the landmarks to **AniPortrait Video Conditioning** and **AniPortrait Sampler** as in the "
+        "*aniportrait_audio2video* template.",
         [
             ("Your inputs", "inputs", [["1", "8"]]),
             ("1 · Driving video → motion", "motion", [["4", "5"], ["9", "12"]]),
@@ -119,7 +119,7 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
             ("1 · Photo → face crop", "crop", [["3", "4"], ["5"]]),
             ("2 · Audio → motion, edited", "motion", [["6", "7", "8"], ["9", "10"], ["11"]]),
             ("3 · Motion → pose images", "pose", [["12", "13"], ["14"]]),
-            ("4 · Pose images → video, pasted back", "video", [["15", "16", "17"], ["18"], ["19", "20"], ["21", "22"]]),
+            ("4 · Landmarks → video, pasted back", "video", [["15", "16", "17"], ["23"], ["18"], ["19", "20"], ["21", "22"]]),
         ],
     ),
     "aniportrait_dubbing": (
@@ -130,7 +130,7 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
             ("1 · Video on the speech's timeline → face crops", "crop", [["3", "4"], ["5", "6"], ["7", "8"]]),
             ("2 · Speech + video head → motion", "motion", [["9", "10", "11"], ["12"]]),
             ("3 · Motion → pose images", "pose", [["13", "14"], ["15"]]),
-            ("4 · Pose images → video, pasted back", "video", [["16", "17", "18"], ["19"], ["20", "21"], ["22", "23"]]),
+            ("4 · Landmarks → video, pasted back", "video", [["16", "17", "18"], ["24"], ["19"], ["20", "21"], ["22", "23"]]),
         ],
     ),
 }
