@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_server import execution_error, load_workflow, unique_prefix
+from support.comfy_server import execution_error, load_workflow, unique_prefix
 from support.paths import shared_assets_dir
 from support.prompts import node_id
 from support.reports import node_text

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from comfy_server import execution_error, load_workflow, unique_prefix
+from support.comfy_server import execution_error, load_workflow, unique_prefix
 from support.media import frames_at_30fps
 from support.prompts import resize_prompt
 from support.reports import assert_plain_user_error, saved_mp4

@@ -9,7 +9,7 @@ from PIL import Image
 
 from aniportrait_lib.face import renderer
 
-from comfy_server import execution_error, load_workflow, unique_prefix
+from support.comfy_server import execution_error, load_workflow, unique_prefix
 from support.media import frames_at_30fps
 from support.reports import assert_missing_file_reported_once, assert_plain_user_error, node_text
 

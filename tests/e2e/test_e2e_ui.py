@@ -22,8 +22,8 @@ import sys
 import pytest
 import requests
 
-import install_newest_frontend
-from comfy_server import REPO_ROOT, comfy_dir, load_workflow, start_server, stop_server
+from support import install_newest_frontend
+from support.comfy_server import REPO_ROOT, comfy_dir, load_workflow, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 

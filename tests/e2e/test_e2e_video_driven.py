@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_server import execution_error, load_workflow, unique_prefix
+from support.comfy_server import execution_error, load_workflow, unique_prefix
 from support.golden import load_case, tolerance_numbers
 from support.media import frames_at_30fps
 from support.prompts import node_id

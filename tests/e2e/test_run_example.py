@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "run_example.py"
 sys.path.insert(0, str(REPO / "scripts"))
 
-from comfy_server import comfy_dir  # noqa: E402
+from support.comfy_server import comfy_dir  # noqa: E402
 
 from support.paths import shared_assets_dir  # noqa: E402
 
@@ -266,6 +266,17 @@ def test_photo_paste_back_and_dubbing_arguments(tmp_path, workflow, given, refus
         run_example.check_args(args, prompt)
 
 
+@pytest.mark.parametrize("workflow, audio2pose", [
+    ("aniportrait_pose_template", False), ("aniportrait_dubbing", False), ("aniportrait_reenactment", False),
+    ("aniportrait_stage1", True), ("aniportrait_photo_paste_back", True), ("aniportrait_audio2video", True),
+])
+def test_only_workflows_that_use_audio2pose_ask_for_it(workflow, audio2pose):
+    import run_example
+
+    names = [f.name for f in run_example.needed_files(run_example.load_prompt(workflow))]
+    assert ("audio2pose.pt" in names) == audio2pose, names
+
+
 def test_a_checkpoint_with_code_is_named_without_torchs_advice(tmp_path, demo_env):
     """The example sets no logging of its own; the library's text must not hand a user torch's advice to load
     the file with weights_only=False."""
@@ -290,14 +301,3 @@ def test_a_checkpoint_with_code_is_named_without_torchs_advice(tmp_path, demo_en
     for advice in ("weights_only", "trusted source", "safe_globals", "will likely succeed", "Traceback"):
         assert advice not in text, text
     assert not (tmp_path / "ran").exists()
-
-
-@pytest.mark.parametrize("workflow, audio2pose", [
-    ("aniportrait_pose_template", False), ("aniportrait_dubbing", False), ("aniportrait_reenactment", False),
-    ("aniportrait_stage1", True), ("aniportrait_photo_paste_back", True), ("aniportrait_audio2video", True),
-])
-def test_only_workflows_that_use_audio2pose_ask_for_it(workflow, audio2pose):
-    import run_example
-
-    names = [f.name for f in run_example.needed_files(run_example.load_prompt(workflow))]
-    assert ("audio2pose.pt" in names) == audio2pose, names
