@@ -46,7 +46,7 @@ POSE_IMAGES_ADVICE = ("render fewer frames (a shorter clip: split the audio) or 
 
 def sampler_ram_bytes(frames: int, width: int, height: int, cfg: float = 3.5, dtype: torch.dtype = torch.float16,
                       on_gpu: bool = False, pose_cache_budget_bytes: int = 1 << 30) -> int:
-    """Host memory the Lmk2Video sampler adds once its pose input is in hand (uint8 frames already held, or
+    """Host memory AniPortrait Sampler adds once its pose input is in hand (uint8 frames already held, or
     landmarks drawn per window): the latent video in fp32 (latents, noise, the window accumulators and the
     output: ~6 copies) and the pose features (the pose guider's 320-channel 1/8 maps per frame, CFG
     batch): all of them on the CPU, on a GPU what spills past the on-device cache budget."""
@@ -159,7 +159,7 @@ def estimate(step: str, on_gpu: bool, **sizes: Any) -> Estimate:
         ram = sampler_ram_bytes(f, w, h, cfg, dtype, on_gpu)
         vram = sampler_vram_bytes(f, w, h, cfg, ctx, dtype, weights, window_batch=sizes.get("window_batch", 1),
                                   context_overlap=sizes.get("context_overlap", 4))
-        what = f"the Lmk2Video sampler ({f} frames at {w}x{h})"
+        what = f"AniPortrait Sampler ({f} frames at {w}x{h})"
         # on the CPU the weights are already in RAM: only the rest is new
         return Estimate(ram, vram, what, SAMPLER_ADVICE) if on_gpu else Estimate(ram + vram - weights, 0, what, SAMPLER_ADVICE)
     if step == "audio2mesh":

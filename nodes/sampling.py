@@ -15,7 +15,7 @@ CONTEXT_DIM = 768  # the released UNets' cross-attention width (CLIP ViT-L/14 im
 def reference_and_pose_inputs() -> list:
     """The conditioning's inputs: the encoders, the reference photo, the poses and the size."""
     return [
-        io.Vae.Input("vae", tooltip="SD1.5 VAE (sd-vae-ft-mse)."),
+        schema.vae(),
         io.ClipVision.Input("clip_vision", tooltip="sd-image-variations image encoder (CLIP ViT-L/14 with projection)."),
         io.Image.Input("reference_image", tooltip="The portrait to animate (first image is used)."),
         io.Image.Input("pose_images", optional=True,
@@ -31,11 +31,11 @@ class Sampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitSampler",
-            display_name="AniPortrait Sampler",
+            display_name="AniPortrait Sampler (the original's DDIM, context windows)",
             category=schema.VIDEO,
-            description="The original AniPortrait's sampler for the AniPortrait MODEL, wired like KSampler: DDIM with v-prediction over the original's looped context windows, several windows per network call, pose frames drawn window by window. Decode with AniPortrait Decode To Video.",
+            description="Samples the video with the original AniPortrait's DDIM over its looped context windows, several windows per network call, pose frames drawn per window. Wired like KSampler: swapping the two is one node.",
             inputs=[
-                io.Model.Input("model", tooltip="The AniPortrait MODEL (AniPortrait Load Video Model)."),
+                schema.video_model(),
                 io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed (drawn on the CPU: same seed, same video on any GPU)."),
                 io.Int.Input("steps", default=25, min=1, max=200, tooltip="DDIM steps."),
@@ -77,9 +77,9 @@ class VideoConditioning(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitVideoConditioning",
-            display_name="AniPortrait Video Conditioning",
+            display_name="AniPortrait Video Conditioning (reference and poses for sampling)",
             category=schema.VIDEO,
-            description="Reference photo + pose frames -> positive/negative CONDITIONING and an empty video LATENT (1, 4, frames, h, w) for AniPortrait Sampler or KSampler with the AniPortrait MODEL (under KSampler, put AniPortrait Context Windows on the model for videos over 16 frames). Decode with AniPortrait Decode To Video.",
+            description="Encodes the reference photo and takes the pose frames (or landmarks, drawn per window): positive, negative and the empty video latent for AniPortrait Sampler or KSampler.",
             inputs=reference_and_pose_inputs(),
             outputs=[io.Conditioning.Output("positive"), io.Conditioning.Output("negative"), io.Latent.Output("latent")],
         )
@@ -103,11 +103,11 @@ class ContextWindows(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitContextWindows",
-            display_name="AniPortrait Context Windows",
+            display_name="AniPortrait Context Windows (the original's, for KSampler)",
             category=schema.VIDEO,
-            description="Samples videos longer than one window in the original AniPortrait's context windows (fixed, looped, averaged) through core's context-window handler. Core Context Windows (Manual) also works (dim 2) but moves its windows at every step.",
+            description="Puts the original AniPortrait's fixed, looped context windows on the MODEL for KSampler (core Context Windows with dim 2 also works, but moves its windows at every step).",
             inputs=[
-                io.Model.Input("model", tooltip="The AniPortrait MODEL (AniPortrait Load Video Model)."),
+                schema.video_model(),
                 io.Int.Input("context_frames", default=16, min=1, max=MAX_CONTEXT, tooltip="Frames per window (the motion module was trained on 16)."),
                 io.Int.Input("context_overlap", default=4, min=0, max=MAX_CONTEXT - 1, tooltip="Frames shared by neighbouring windows; smaller than context_frames."),
             ],
@@ -127,11 +127,11 @@ class CompileModel(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitCompileModel",
-            display_name="AniPortrait Compile Model",
+            display_name="AniPortrait Compile Model (torch.compile)",
             category=schema.VIDEO,
-            description="torch.compile for the AniPortrait MODEL under KSampler, block by block (every ResNet, feed-forward and motion block of the video UNet): applied while sampling, the model itself is unchanged (AniPortrait Sampler has its own compile input). The first run compiles (minutes); later runs of the same size reuse it. Meant for a GPU (not measured there yet; on a CPU it made the full-size sampler slower). Needs a working Triton for inductor.",
+            description="torch.compile of the video UNet's ResNet, feed-forward and motion blocks while KSampler samples (AniPortrait Sampler has its own compile input); the first run of a size compiles for minutes. For a GPU: on a CPU it was slower.",
             inputs=[
-                io.Model.Input("model", tooltip="The AniPortrait MODEL (AniPortrait Load Video Model)."),
+                schema.video_model(),
                 io.Combo.Input("backend", options=list(compiling.BACKENDS), default="inductor",
                                tooltip="torch.compile backend (core TorchCompileModel's choices)."),
             ],

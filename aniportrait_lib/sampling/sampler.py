@@ -24,8 +24,7 @@ carries ``preview_latent``, the (1, 4, h, w) middle frame of that step's x0 pred
 nothing else is checked.
 
 Latent scale: the latents this module works in are VAE latents multiplied by :data:`LATENT_SCALE` (0.18215),
-like the original's ``ref_image_latents`` and final latents; :func:`to_vae_space` / :func:`from_vae_space`
-convert.
+like the original's ``ref_image_latents`` and final latents; :func:`to_vae_space` converts.
 
 Differences from the original (deliberate): the latents and the window accumulation stay in float32
 whatever the model dtype (the original keeps them in the model dtype, fp16 on CUDA), the initial
@@ -53,8 +52,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LATENT_SCALE", "Progress", "Branch", "VideoConditioning", "check_inputs", "check_size", "activation_bytes",
-    "check_latent", "estimate_memory", "count_window_evaluations", "plan_windows", "window_groups", "make_noise", "denoise",
-    "sample_video", "sample_latent", "to_vae_space", "from_vae_space",
+    "check_latent", "estimate_memory", "plan_windows", "window_groups", "make_noise", "denoise",
+    "sample_video", "sample_latent", "to_vae_space",
 ]
 
 #: ``progress(done, total, preview_latent=None)``; see the module docstring.
@@ -69,11 +68,6 @@ Load = Callable[[int], torch.device]
 def to_vae_space(latents: torch.Tensor) -> torch.Tensor:
     """Sampler latents (scaled by 0.18215) -> raw VAE latents (ComfyUI ``LATENT`` space)."""
     return latents / LATENT_SCALE
-
-
-def from_vae_space(latents: torch.Tensor) -> torch.Tensor:
-    """Raw VAE latents (ComfyUI ``LATENT`` space) -> sampler latents (scaled by 0.18215)."""
-    return latents * LATENT_SCALE
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -201,11 +195,6 @@ def estimate_memory(num_frames: int, width: int, height: int, cfg: float, contex
     windows = max(1, min(int(window_batch), len(uniform_context_windows(num_frames, context_frames, context_overlap))))
     rows = (2 if cfg > 1.0 else 1) * windows
     return activation_bytes(rows, min(num_frames, context_frames), width, height, dtype)
-
-
-def count_window_evaluations(num_frames: int, steps: int, context_frames: int, context_overlap: int) -> int:
-    """``steps x windows``: the ``total`` the progress callback counts to."""
-    return int(steps) * len(uniform_context_windows(num_frames, context_frames, context_overlap))
 
 
 @dataclass

@@ -30,14 +30,8 @@ MAX_LINES = 600
 #: what the library never imports: ComfyUI (the nodes are the only layer that knows it)
 COMFY = {"comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes"}
 
-#: names in the library that only tests or tools use, about to leave: the lead moves these to tests/support
-#: with the stage-2 rewrite. Do not add to this list; move a test-only helper to tests/support instead.
-TEST_ONLY_ALLOWED = {
-    ("aniportrait_lib.sampling.sampler", "encode_reference_latent"),
-    ("aniportrait_lib.sampling.sampler", "decode_latents"),
-    ("aniportrait_lib.sampling.preprocess", "clip_preprocess"),
-    ("aniportrait_lib.sampling.preprocess", "vae_preprocess"),
-}
+#: names in the library that only tests or tools use (none): move a test-only helper to tests/support instead
+TEST_ONLY_ALLOWED: set[tuple[str, str]] = set()
 
 
 @pytest.fixture(scope="module")

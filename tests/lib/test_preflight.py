@@ -16,8 +16,8 @@ from support.paths import REPO_ROOT
 
 def test_check_refuses_with_the_estimate_and_advice() -> None:
     with pytest.raises(ValueError) as exc:
-        preflight.check(56.6e9, 20.0e9, "the Lmk2Video sampler (18000 frames at 512x512)", "use fewer frames.")
-    assert str(exc.value) == ("the Lmk2Video sampler (18000 frames at 512x512) needs about 56.6 GB of RAM but "
+        preflight.check(56.6e9, 20.0e9, "AniPortrait Sampler (18000 frames at 512x512)", "use fewer frames.")
+    assert str(exc.value) == ("AniPortrait Sampler (18000 frames at 512x512) needs about 56.6 GB of RAM but "
                               "20.0 GB are free; use fewer frames.")
     preflight.check(1e9, 2e9, "x", "y")  # fits
     preflight.check(1e12, None, "x", "y")  # unknown free memory: never refuses

@@ -23,25 +23,9 @@ REORDERED_SUMS_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def comfy_models(pack):
+def comfy_models(video_models):
     """(core VAE, core CLIP vision, the AniPortrait MODEL) with random weights."""
-    import comfy.clip_vision
-    import comfy.sd
-    import comfy.utils
-
-    from support import random_weights
-    from aniportrait_lib.networks.loading import RELEASED_FILES
-
-    folder = pack.work_dir / "models"
-    vae_path, clip_path = folder / "sd-vae.safetensors", folder / "clip-vit-l.safetensors"
-    if not vae_path.exists():
-        random_weights.save_sd_vae(vae_path)
-        random_weights.save_clip_vision_vitl(clip_path)
-        random_weights.save_lmk2video_models(folder / "aniportrait", seed=0)
-    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(vae_path)))
-    clip = comfy.clip_vision.load(str(clip_path))
-    names = [RELEASED_FILES[r] for r in ("reference_unet", "denoising_unet", "motion_module", "pose_guider")]
-    return vae, clip, pack.nodes.loaders.LoadVideoModel.execute(*names, "auto").args[0]
+    return video_models
 
 
 def _images(n: int, seed: int) -> torch.Tensor:
