@@ -79,9 +79,9 @@ def _shrink(prompt: dict, prefix: str, speech: str = SPEECH) -> dict:
         cls, inputs = node["class_type"], node["inputs"]
         if cls == "AniPortraitFaceCrop":
             inputs["width"] = inputs["height"] = CROP
-        elif cls in ("AniPortraitFaceAnalysis", "AniPortraitProjectLandmarks", "AniPortraitLmk2VideoSampler"):
+        elif cls in ("AniPortraitFaceAnalysis", "AniPortraitProjectLandmarks", "AniPortraitVideoConditioning"):
             inputs["width"] = inputs["height"] = SIZE
-        if cls == "AniPortraitLmk2VideoSampler":
+        if cls == "AniPortraitSampler":
             inputs["steps"] = 2
         elif cls == "LoadAudio":
             inputs["audio"] = speech

@@ -19,7 +19,7 @@ NODE_IDS = [
     "AniPortraitLoadAudioModels", "AniPortraitLoadFaceLandmarker", "AniPortraitFaceAnalysis", "AniPortraitAudioFeatures",
     "AniPortraitAudio2Mesh", "AniPortraitAudio2Pose", "AniPortraitProjectLandmarks", "AniPortraitRenderPoseImages",
     "AniPortraitVideoPoseTemplate", "AniPortraitLoadPoseTemplate", "AniPortraitSavePoseTemplate", "AniPortraitApplyPoseTemplate",
-    "AniPortraitFaceReenactment", "AniPortraitLoadLmk2VideoModels", "AniPortraitLmk2VideoSampler",
+    "AniPortraitFaceReenactment", "AniPortraitLoadVideoModel", "AniPortraitVideoConditioning", "AniPortraitSampler",
     "AniPortraitEditMotion", "AniPortraitShiftMotion", "AniPortraitAddBlinks", "AniPortraitFaceCrop", "AniPortraitPasteBack",
     "AniPortraitAlignVideoToAudio", "AniPortraitVideoHeadMotion", "AniPortraitFaceFromPoints",
 ]

@@ -2,7 +2,6 @@
 SaveVideo -> mp4; and a workflow saved with the retired stage-2 nodes."""
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -10,19 +9,10 @@ import pytest
 
 from support.comfy_server import execution_error, load_workflow, unique_prefix
 from support.media import frames_at_30fps
-from support.prompts import resize_prompt
+from support.prompts import resize_prompt, video_prompt
 from support.reports import assert_missing_file_reported_once, assert_plain_user_error, saved_mp4
 
 pytestmark = pytest.mark.e2e
-
-
-def _video_prompt(size=(64, 64), steps=2, audio="short_speech.wav") -> dict:
-    prompt = copy.deepcopy(load_workflow("aniportrait_audio2video_api.json"))
-    prompt["2"]["inputs"]["audio"] = audio
-    resize_prompt(prompt, size, ("5", "9", "22"))
-    prompt["17"]["inputs"]["steps"] = steps
-    prompt["20"]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/video")
-    return prompt
 
 
 def test_stage2_nodes_registered_with_the_retired_ones_hidden(server):
@@ -55,7 +45,7 @@ def test_a_workflow_with_the_retired_nodes_still_runs_and_names_the_replacement(
 
 def test_audio_to_video_workflow_writes_mp4_with_audio(stage2_models):
     server = stage2_models
-    prompt = _video_prompt(size=(72, 64))
+    prompt = video_prompt(size=(72, 64))
     video = saved_mp4(server, server.run(prompt, timeout=900), "20")
     assert video["audio_streams"] == 1, "the mp4 must carry the audio track"
     assert video["size"] == (72, 64) and abs(video["fps"] - 30.0) < 1e-6
@@ -63,7 +53,7 @@ def test_audio_to_video_workflow_writes_mp4_with_audio(stage2_models):
 
 
 def test_size_not_multiple_of_8_is_a_clear_execution_error(stage2_models):
-    prompt = _video_prompt(size=(64, 64))
+    prompt = video_prompt(size=(64, 64))
     prompt["22"]["inputs"]["width"] = 68  # stage 1 stays valid: the conditioning is the one to say it
     history = stage2_models.run(prompt)
     err = execution_error(history)
@@ -75,7 +65,7 @@ def test_size_not_multiple_of_8_is_a_clear_execution_error(stage2_models):
 
 
 def test_context_overlap_not_below_context_frames_is_a_clear_execution_error(stage2_models):
-    prompt = _video_prompt()
+    prompt = video_prompt()
     prompt["17"]["inputs"]["context_frames"] = 4
     prompt["17"]["inputs"]["context_overlap"] = 4
     history = stage2_models.run(prompt)
@@ -90,7 +80,7 @@ def test_context_overlap_not_below_context_frames_is_a_clear_execution_error(sta
 @pytest.mark.parametrize("input_name", ["reference_unet_name", "denoising_unet_name", "motion_module_name", "pose_guider_name"],
                          ids=lambda name: name.split("_")[0])
 def test_missing_stage2_file_is_reported_once_naming_file_and_folder(stage2_models, input_name):
-    prompt = _video_prompt()
+    prompt = video_prompt()
     prompt["14"]["inputs"][input_name] = f"missing_{input_name}.pth"
     history = stage2_models.run(prompt)
     assert_missing_file_reported_once(history, "AniPortraitLoadVideoModel", prompt["14"]["inputs"], input_name,
@@ -120,7 +110,7 @@ def test_cancel_stops_the_sampler_promptly_and_the_server_keeps_working(stage2_m
 
     server = stage2_models
     log_start = server.log.stat().st_size
-    prompt = _video_prompt(size=(64, 64), steps=200, audio="aniportrait_speech.wav")
+    prompt = video_prompt(size=(64, 64), steps=200, audio="aniportrait_speech.wav")
     queued = server.queue(prompt)
     assert queued.status_code == 200, queued.text
     pid = queued.json()["prompt_id"]

@@ -264,7 +264,7 @@ def test_ui_workflow_is_laid_out_valid_and_queues_as_its_api_twin(page, object_i
         assert "audio2pose.pt" not in note, "a workflow that loads no Audio2Pose must not ask for its file"
     for cls, files in {"AniPortraitLoadAudioModels": ["audio2mesh.pt", *audio2pose],
                        "AniPortraitLoadFaceLandmarker": ["face_landmarker.task"],
-                       "AniPortraitLoadLmk2VideoModels": ["reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "pose_guider.pth"],
+                       "AniPortraitLoadVideoModel": ["reference_unet.pth", "denoising_unet.pth", "motion_module.pth", "pose_guider.pth"],
                        "VAELoader": ["sd-vae-ft-mse.safetensors"],
                        "CLIPVisionLoader": ["sd-image-variations-image-encoder.safetensors"]}.items():
         if any(n["type"] == cls for n in nodes):

@@ -190,7 +190,7 @@ def test_ctrl_c_stops_the_server_with_one_message(models, demo_env, tmp_path):
         lines.append(line)
         m = re.search(r"port (\d+)", line)
         port = int(m.group(1)) if m else port
-        if "AniPortraitLmk2VideoSampler" in line or time.time() > deadline:
+        if "AniPortraitSampler" in line or time.time() > deadline:
             break
     assert port is not None, "".join(lines)
     proc.send_signal(signal.SIGINT)

@@ -17,7 +17,7 @@ def video_prompt(size=(64, 64), steps=2, audio="short_speech.wav") -> dict:
     """The audio-to-video workflow at ``size`` with ``steps`` sampler steps, saving under a fresh prefix."""
     prompt = copy.deepcopy(load_workflow("aniportrait_audio2video_api.json"))
     prompt["2"]["inputs"]["audio"] = audio
-    resize_prompt(prompt, size, ("5", "9", "17"))
+    resize_prompt(prompt, size, ("5", "9", "22"))
     prompt["17"]["inputs"]["steps"] = steps
     prompt["20"]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/video")
     return prompt
