@@ -41,7 +41,7 @@ class Audio2Mesh(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitAudio2Mesh",
-            display_name="AniPortrait Audio2Mesh (speech to face motion)",
+            display_name="AniPortrait Audio2Mesh (speech to face)",
             category=schema.AUDIO,
             description="Predicts the per-frame 3D face mesh (lip and expression motion) from audio; head pose starts neutral.",
             inputs=[
@@ -68,7 +68,7 @@ class Audio2Pose(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitAudio2Pose",
-            display_name="AniPortrait Audio2Pose (speech to head motion)",
+            display_name="AniPortrait Audio2Pose (speech to head)",
             category=schema.AUDIO,
             description="Predicts head motion from audio (autoregressive), then halves rotations and smooths like the original.",
             inputs=[

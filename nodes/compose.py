@@ -13,7 +13,7 @@ class FaceCrop(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitFaceCrop",
-            display_name="AniPortrait Face Crop (frame the face for the video model)",
+            display_name="AniPortrait Face Crop",
             category=schema.COMPOSE,
             description="Crops the face of a photo or video at the video size, framed like AniPortrait's training crops (face "
                         "centred, face box about half the crop width), following the head smoothly in a video. The crop info "
@@ -51,7 +51,7 @@ class PasteBack(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitPasteBack",
-            display_name="AniPortrait Paste Back (generated face into the original)",
+            display_name="AniPortrait Paste Back",
             category=schema.COMPOSE,
             description="Puts generated face frames back into the original photo or video at its full resolution, "
                         "blended with a feathered mask; also outputs the mask.",

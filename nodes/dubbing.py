@@ -18,7 +18,7 @@ class AlignVideoToAudio(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitAlignVideoToAudio",
-            display_name="AniPortrait Align Video To Audio (dubbing timeline)",
+            display_name="AniPortrait Align Video To Audio",
             category=schema.MOTION,
             description="Puts a video's frames on the timeline of new speech at the stage-1 frame rate (nearest frame in time), "
                         "so every later node works frame by frame on the dubbed video.",
@@ -48,7 +48,7 @@ class VideoHeadMotion(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitVideoHeadMotion",
-            display_name="AniPortrait Video Head Motion (head pose from video frames)",
+            display_name="AniPortrait Video Head Motion",
             category=schema.MOTION,
             description="Gives a motion (e.g. Audio2Mesh's mouth and expression) the head pose of each video frame, frame by frame: "
                         "the frames must be framed like the reference (crops from AniPortrait Face Crop) and as many as the motion has.",

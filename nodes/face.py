@@ -18,7 +18,7 @@ class FaceAnalysis(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitFaceAnalysis",
-            display_name="AniPortrait Face Analysis (reference face from a photo)",
+            display_name="AniPortrait Face Analysis (photo to face)",
             category=schema.FACE,
             description="Finds the face in the reference photo: 478 landmarks, the canonical 3D mesh, head transform and blendshapes; also draws the reference pose image.",
             inputs=[
@@ -42,7 +42,7 @@ class FaceReenactment(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitFaceReenactment",
-            display_name="AniPortrait Face Reenactment (motion from a video's face)",
+            display_name="AniPortrait Face Reenactment",
             category=schema.MOTION,
             description="A source video's face as a motion of the reference face: expressions relative to the source's most neutral "
                         "frame, the source's head rotation, translation re-anchored on the reference. Project and render it like any motion.",
@@ -71,7 +71,7 @@ class VideoPoseTemplate(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitVideoPoseTemplate",
-            display_name="AniPortrait Video Pose Template (head motion of a video)",
+            display_name="AniPortrait Video Pose Template",
             category=schema.MOTION,
             description="Extracts the head motion of a video (relative to its first frame, resampled to 30 fps, smoothed) as a pose template.",
             inputs=[

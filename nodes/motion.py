@@ -59,7 +59,7 @@ class ProjectLandmarks(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitProjectLandmarks",
-            display_name="AniPortrait Project Landmarks (motion to 2D points)",
+            display_name="AniPortrait Project Landmarks",
             category=schema.MOTION,
             description="Projects the per-frame meshes through the reference head transform and the poses to 2D landmarks (63 deg camera).",
             inputs=[
@@ -82,7 +82,7 @@ class RenderPoseImages(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitRenderPoseImages",
-            display_name="AniPortrait Render Pose Images (draw landmarks for the video model)",
+            display_name="AniPortrait Render Pose Images",
             category=schema.MOTION,
             description="Draws the lip-coloured landmark images the video model is conditioned on. Channels are stored as the model saw them in training (the original's BGR array), so colours look swapped in previews.",
             inputs=[sockets.Landmarks.Input("landmarks")],

@@ -22,7 +22,7 @@ class EditMotion(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitEditMotion",
-            display_name="AniPortrait Edit Motion (mouth, expression, head)",
+            display_name="AniPortrait Edit Motion",
             category=schema.MOTION,
             description="Scales a motion's lip movement, its whole expression (measured from the reference face's own mesh) "
                         "and its head motion, or freezes the head, and smooths the meshes over time. The defaults give the "
@@ -114,7 +114,7 @@ class MotionKeyframes(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitMotionKeyframes",
-            display_name="AniPortrait Motion Keyframes (for frame interpolation)",
+            display_name="AniPortrait Motion Keyframes",
             category=schema.MOTION,
             description="Keeps every k-th frame of a motion (the original's -acc), so the video model animates k times fewer "
                         "frames; a frame-interpolation node with multiplier = k (core Run Frame Interpolation Model, or RIFE/FILM "

@@ -14,7 +14,7 @@ class FaceFromPoints(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitFaceFromPoints",
-            display_name="AniPortrait Face From Points (place a face by hand)",
+            display_name="AniPortrait Face From Points (by hand)",
             category=schema.FACE,
             description="The reference face placed by hand, for drawings and anime faces MediaPipe does not find: MediaPipe's canonical "
                         "3D face is fitted to five points (or a box) and given out like AniPortrait Face Analysis' face "

@@ -31,7 +31,7 @@ class Sampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitSampler",
-            display_name="AniPortrait Sampler (the original's DDIM, context windows)",
+            display_name="AniPortrait Sampler",
             category=schema.VIDEO,
             description="Samples the video with the original AniPortrait's DDIM over its looped context windows, several windows per network call, pose frames drawn per window. Wired like KSampler: swapping the two is one node.",
             inputs=[
@@ -77,7 +77,7 @@ class VideoConditioning(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitVideoConditioning",
-            display_name="AniPortrait Video Conditioning (reference and poses for sampling)",
+            display_name="AniPortrait Video Conditioning",
             category=schema.VIDEO,
             description="Encodes the reference photo and takes the pose frames (or landmarks, drawn per window): positive, negative and the empty video latent for AniPortrait Sampler or KSampler.",
             inputs=reference_and_pose_inputs(),
@@ -103,7 +103,7 @@ class ContextWindows(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AniPortraitContextWindows",
-            display_name="AniPortrait Context Windows (the original's, for KSampler)",
+            display_name="AniPortrait Context Windows (for KSampler)",
             category=schema.VIDEO,
             description="Puts the original AniPortrait's fixed, looped context windows on the MODEL for KSampler (core Context Windows with dim 2 also works, but moves its windows at every step).",
             inputs=[

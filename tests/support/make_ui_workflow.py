@@ -177,11 +177,15 @@ def note_text(api: dict, summary: str) -> str:
     return "\n".join(lines)
 
 
-def _node_size(cls: str, info: dict, n_sockets: int, n_widgets: int) -> list[int]:
+#: the frontend widens a node to fit its title: about this many pixels per character, plus the title's padding
+TITLE_CHAR_W, TITLE_PAD = 8, 50
+
+
+def _node_size(cls: str, info: dict, n_sockets: int, n_widgets: int, title: str) -> list[int]:
     rows = max(n_sockets, len(info["output"]))
     h = rows * SLOT_H + (n_widgets * WIDGET_H + 14 if n_widgets else 6)
     w, min_h = MEDIA_SIZE.get(cls, (WIDE.get(cls, COLUMN_W), 0))
-    return [w, max(h, min_h)]
+    return [max(w, TITLE_CHAR_W * len(title) + TITLE_PAD), max(h, min_h)]
 
 
 def api_to_ui(api: dict, object_info: dict, name: str | None = None) -> dict:
@@ -231,10 +235,11 @@ def api_to_ui(api: dict, object_info: dict, name: str | None = None) -> dict:
         n_widgets += len(UPLOAD_EXTRA.get(cls, []))
         outputs = [{"name": oname, "type": otype, "links": out_links.get((nid, i), []), "slot_index": i}
                    for i, (oname, otype) in enumerate(zip(info["output_name"], info["output"]))]
+        title = node.get("_meta", {}).get("title", info.get("display_name", cls))
         nodes[key] = {
-            "id": nid, "type": cls, "pos": [0, 0], "size": _node_size(cls, info, n_sockets, n_widgets),
+            "id": nid, "type": cls, "pos": [0, 0], "size": _node_size(cls, info, n_sockets, n_widgets, title),
             "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
-            "title": node.get("_meta", {}).get("title", info.get("display_name", cls)),
+            "title": title,
             "properties": {"Node name for S&R": cls}, "widgets_values": widgets,
         }
     for l in links:  # UI links address target slots by index
