@@ -38,7 +38,7 @@ def _images(n: int, seed: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def short_cond(pack, setup):
-    with torch.inference_mode():  # module fixtures run outside the per-test inference mode (tests/conftest.py)
+    with torch.inference_mode():  # module fixtures run outside the per-test inference mode (tests/nodes/conftest.py)
         return _conditioning(pack, setup, SHORT)
 
 
