@@ -273,8 +273,13 @@ def make_demo_files(files: list, folder: Path, models: Path | None) -> dict[str,
         else:
             import urllib.request
             say(f"downloading {src}")
-            with urllib.request.urlopen(src, timeout=60) as r, open(tmp, "wb") as f:
-                shutil.copyfileobj(r, f)
+            try:
+                with urllib.request.urlopen(src, timeout=60) as r, open(tmp, "wb") as f:
+                    shutil.copyfileobj(r, f)
+            except OSError as exc:  # no network, proxy, DNS: URLError and socket errors
+                raise Fail(f"the demo needs the real face landmarker and its download failed "
+                           f"({getattr(exc, 'reason', None) or exc}): put face_landmarker.task from {src} "
+                           f"in {(models or Path('<models>')) / 'aniportrait'}, or pass --models with a folder that has it")
 
     writers = {
         "audio2mesh.pt": lambda p: torch.save(rw.audio2mesh_state_dict(0), p),

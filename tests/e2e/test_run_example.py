@@ -301,3 +301,17 @@ def test_a_checkpoint_with_code_is_named_without_torchs_advice(tmp_path, demo_en
     for advice in ("weights_only", "trusted source", "safe_globals", "will likely succeed", "Traceback"):
         assert advice not in text, text
     assert not (tmp_path / "ran").exists()
+
+
+def test_demo_without_network_says_where_to_put_the_landmarker(tmp_path, monkeypatch):
+    import run_example
+    from model_files import MODEL_FILES
+
+    monkeypatch.setattr(run_example, "landmarker_source", lambda models: "http://127.0.0.1:9/face_landmarker.task")
+    landmarker = [f for f in MODEL_FILES if f.name == "face_landmarker.task"]
+    with pytest.raises(run_example.Fail, match=r"^the demo needs the real face landmarker and its download failed \(.+\): "
+                                               r"put face_landmarker.task from http://127.0.0.1:9/face_landmarker.task in "
+                                               + re.escape(str(tmp_path / "models" / "aniportrait"))
+                                               + r", or pass --models with a folder that has it$"):
+        run_example.make_demo_files(landmarker, tmp_path / "demo", tmp_path / "models")
+    assert not any((tmp_path / "demo").rglob("*.task")), "no partial file is left"
