@@ -1,10 +1,11 @@
 """Long audio through a real ComfyUI server: peak RSS and time for 10 s vs 10 minutes of speech.
 
-The workflow is the whole job at flat memory: stage 1 (full-size random Audio2Mesh/Audio2Pose), the
-Lmk2Video sampler fed by ``landmarks`` (pose frames drawn per window) with the small random models at
-64x64, and AniPortrait Decode To Video (decoded chunk by chunk into an mp4 with the audio) into core
-Save Video. The VAE is core's TAESD (random weights in ``models/vae_approx``) so that decoding 18,000
-frames takes minutes on a CPU; the SD VAE works the same way, only slower.
+The workflow is the whole job at flat memory: stage 1 (full-size random Audio2Mesh/Audio2Pose), AniPortrait
+Load Video Model and AniPortrait Video Conditioning fed by ``landmarks`` (pose frames drawn per window) into
+AniPortrait Sampler with the small random models at 64x64, and AniPortrait Decode To Video (decoded chunk by
+chunk into an mp4 with the audio) into core Save Video. The VAE is core's TAESD (random weights in
+``models/vae_approx``) so that decoding 18,000 frames takes minutes on a CPU; the SD VAE works the same way,
+only slower.
 
 Each length runs on a fresh server; the server's RSS (with its children) is sampled every 0.5 s, and the
 curve is written as CSV next to the printed table.
@@ -27,8 +28,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "tests"))
 
-from comfy_server import execution_error, start_server, stop_server  # noqa: E402
+from support.comfy_server import execution_error, start_server, stop_server  # noqa: E402
 
 TEXT = ("The quick brown fox jumps over the lazy dog while the portrait keeps talking about the weather, "
         "the news of the day and everything else that comes to mind. ")
@@ -93,16 +95,19 @@ def prompt(size: int, steps: int) -> dict:
         "8": {"class_type": "AniPortraitAudio2Pose", "inputs": {"audio2pose": ["3", 1], "audio_features": ["6", 0], "motion": ["7", 0],
                                                                 "style_id": 0, "smoothing_window": 7, "rotation_scale": 0.5}},
         "9": {"class_type": "AniPortraitProjectLandmarks", "inputs": {"face": ["5", 0], "motion": ["8", 0], "width": size, "height": size}},
-        "10": {"class_type": "AniPortraitLoadLmk2VideoModels", "inputs": {
+        "10": {"class_type": "AniPortraitLoadVideoModel", "inputs": {
             "reference_unet_name": "reference_unet.pth", "denoising_unet_name": "denoising_unet.pth",
             "motion_module_name": "motion_module.pth", "pose_guider_name": "pose_guider.pth", "weight_dtype": "auto"}},
         "11": {"class_type": "VAELoader", "inputs": {"vae_name": "taesd"}},
         "12": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "clip.safetensors"}},
-        "13": {"class_type": "AniPortraitLmk2VideoSampler", "inputs": {
-            "lmk2video_models": ["10", 0], "vae": ["11", 0], "clip_vision": ["12", 0], "reference_image": ["1", 0],
-            "landmarks": ["9", 0], "width": size, "height": size, "steps": steps, "cfg": 1.0, "seed": 42,
-            "context_frames": 16, "context_overlap": 4}},
-        "14": {"class_type": "AniPortraitDecodeToVideo", "inputs": {"samples": ["13", 0], "vae": ["11", 0], "fps": 30.0,
+        "13": {"class_type": "AniPortraitVideoConditioning", "inputs": {
+            "vae": ["11", 0], "clip_vision": ["12", 0], "reference_image": ["1", 0], "landmarks": ["9", 0],
+            "width": size, "height": size}},
+        "16": {"class_type": "AniPortraitSampler", "inputs": {
+            "model": ["10", 0], "seed": 42, "steps": steps, "cfg": 1.0, "positive": ["13", 0], "negative": ["13", 1],
+            "latent_image": ["13", 2], "context_frames": 16, "context_overlap": 4, "window_batch": 1,
+            "compile": "off"}},
+        "14": {"class_type": "AniPortraitDecodeToVideo", "inputs": {"samples": ["16", 0], "vae": ["11", 0], "fps": 30.0,
                                                                     "chunk_frames": 16, "quality": "h264", "crf": 19, "audio": ["2", 0]}},
         "15": {"class_type": "SaveVideo", "inputs": {"video": ["14", 0], "filename_prefix": "long/video", "format": "auto", "codec": "auto"}},
     }

@@ -48,7 +48,9 @@ def checkout(rev: str, into: Path) -> Path:
 
 
 def run_once(tree: Path, bench_args: list[str], out: Path) -> dict:
-    script = tree / "scripts" / "benchmark_stage2.py"
+    script = tree / "tools" / "benchmark_stage2.py"
+    if not script.is_file():  # revisions before the tools/ folder kept it in scripts/
+        script = tree / "scripts" / "benchmark_stage2.py"
     cmd = [sys.executable, str(script), *bench_args, "--json", str(out / "result.json")]
     if "--save-latents" in script.read_text():  # revisions before 2026-11-30 cannot save them
         cmd += ["--save-latents", str(out / "latents.npy")]

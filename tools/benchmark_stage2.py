@@ -1,4 +1,5 @@
-"""Stage-2 (Lmk2Video) speed and memory with random weights.
+"""Stage-2 (Lmk2Video) speed and memory with random weights: the library's sampler (``sampler.sample_video`` on an
+``evaluation.Lmk2VideoModel``), no ComfyUI.
 
 GPU, full size (the numbers in BENCHMARKS.md):
     python tools/benchmark_stage2.py --full-size --device cuda --dtype fp16 --size 512 --frames 48 --steps 25
@@ -32,11 +33,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support import random_weights  # noqa: E402
 from aniportrait_lib.networks import config, pose_guider, unet  # noqa: E402
-from aniportrait_lib.sampling import context_windows, sampler  # noqa: E402
-from aniportrait_lib.networks.loading import Lmk2VideoModels, Lmk2VideoConfig, PoseGuiderConfig  # noqa: E402
+from aniportrait_lib.sampling import context_windows, evaluation, sampler  # noqa: E402
+from aniportrait_lib.sampling.evaluation import Lmk2VideoModel  # noqa: E402
+from aniportrait_lib.networks.loading import PoseGuiderConfig  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -56,7 +59,8 @@ def _randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module
 
 
-def build_models(full_size: bool, device: torch.device, dtype: torch.dtype) -> Lmk2VideoModels:
+def build_models(full_size: bool, device: torch.device, dtype: torch.dtype) -> tuple[Lmk2VideoModel, int]:
+    """The three networks with random weights as one model evaluation, and their cross-attention width."""
     cfg = config.sd15_unet_config()
     pg = PoseGuiderConfig() if full_size else PoseGuiderConfig(**random_weights.SMALL_POSE_GUIDER)
     if not full_size:
@@ -67,7 +71,7 @@ def build_models(full_size: bool, device: torch.device, dtype: torch.dtype) -> L
                                           device="meta", dtype=dtype).to_empty(device=device)
     for i, m in enumerate((ref, vid, guide)):
         _randomize_(m, i)
-    return Lmk2VideoModels(ref, vid, guide, Lmk2VideoConfig(cfg, config.inference_v2_motion_kwargs(), pg))
+    return Lmk2VideoModel(ref, vid, guide), int(cfg["cross_attention_dim"])
 
 
 def build_vae(device, dtype):
@@ -114,19 +118,19 @@ def _variant(name: str) -> Variant:
     raise SystemExit(f"unknown variant {name!r}: use kv-per-call, kv-kept, channels-last, compiled or wbN")
 
 
-def _set_memory_format(models, channels_last: bool) -> None:
+def _set_memory_format(model, channels_last: bool) -> None:
     """Convolution weights of the three networks in channels-last (NHWC) or the default layout; a convolution
     with channels-last weights returns channels-last activations, so the layout spreads through each ResNet."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    for net in (models.reference_unet, models.video_unet, models.pose_guider):
+    for net in (model.reference_unet, model.video_unet, model.pose_guider):
         net.to(memory_format=fmt)
 
 
-def compare_options(args, models, ref_latent, clip, poses, device, dtype) -> None:
+def compare_options(args, model, conditioning, device, dtype) -> None:
     """Time each variant ``--repeats`` times, interleaved (a noisy machine slows them alike); print medians,
     ratios to the first variant and the largest latent difference to it."""
     cuda = device.type == "cuda"
-    kept_class = sampler.ReferenceFeatures
+    kept_class = evaluation.ReferenceFeatures
     times: dict[str, list[float]] = {v: [] for v in args.compare}
     warm_up: dict[str, float] = {}
     latents: dict[str, torch.Tensor] = {}
@@ -134,22 +138,23 @@ def compare_options(args, models, ref_latent, clip, poses, device, dtype) -> Non
         for name in args.compare:
             variant = _variant(name)
             # per call = the features as a plain list: the UNet then projects them in every attention call
-            sampler.ReferenceFeatures = kept_class if variant.keep_reference_kv else list
-            _set_memory_format(models, variant.channels_last)
+            evaluation.ReferenceFeatures = kept_class if variant.keep_reference_kv else list
+            _set_memory_format(model, variant.channels_last)
             try:
                 if cuda:
                     torch.cuda.synchronize()
                 start = time.perf_counter()
                 with torch.inference_mode():
-                    lat = sampler.sample_video(models, ref_latent, clip, poses, steps=args.steps, cfg=args.cfg, seed=42,
-                                               device=device, dtype=dtype, window_batch=variant.window_batch,
+                    lat = sampler.sample_video(model, conditioning, steps=args.steps, cfg=args.cfg, seed=42,
+                                               context_frames=16, context_overlap=4, dtype=dtype,
+                                               window_batch=variant.window_batch,
                                                compile_backend=variant.compile_backend)
                 if cuda:
                     torch.cuda.synchronize()
                 elapsed = time.perf_counter() - start
             finally:
-                sampler.ReferenceFeatures = kept_class
-                _set_memory_format(models, False)
+                evaluation.ReferenceFeatures = kept_class
+                _set_memory_format(model, False)
             if rep:
                 times[name].append(elapsed)
             else:
@@ -185,15 +190,15 @@ def main() -> None:
     cuda = device.type == "cuda"
 
     t0 = time.perf_counter()
-    models = build_models(args.full_size, device, dtype)
+    model, context_dim = build_models(args.full_size, device, dtype)
     t_build = time.perf_counter() - t0
-    weights_gb = sum(p.numel() * p.element_size() for m in (models.reference_unet, models.video_unet, models.pose_guider)
-                     for p in m.parameters()) / 1e9
+    weights_gb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9
     h = args.size // 8
     torch.manual_seed(0)  # the same inputs in every process (benchmark_revisions.py compares their latents)
     ref_latent = torch.randn(1, 4, h, h, device=device)
-    clip = torch.randn(1, models.config.unet["cross_attention_dim"], device=device)
+    clip = torch.randn(1, context_dim, device=device)
     poses = pose_frames(args.frames, args.size)
+    conditioning = sampler.VideoConditioning.of_reference(ref_latent, clip, poses)
     windows = len(context_windows.uniform_context_windows(args.frames))
 
     def run(steps: int) -> tuple[float, torch.Tensor]:
@@ -201,15 +206,15 @@ def main() -> None:
             torch.cuda.synchronize()
         s = time.perf_counter()
         with torch.inference_mode():
-            lat = sampler.sample_video(models, ref_latent, clip, poses, steps=steps, cfg=args.cfg, seed=42,
-                                       device=device, dtype=dtype)
+            lat = sampler.sample_video(model, conditioning, steps=steps, cfg=args.cfg, seed=42, context_frames=16,
+                                       context_overlap=4, window_batch=1, compile_backend=None, dtype=dtype)
         if cuda:
             torch.cuda.synchronize()
         assert torch.isfinite(lat).all()
         return time.perf_counter() - s, lat
 
     if args.compare:
-        compare_options(args, models, ref_latent, clip, poses, device, dtype)
+        compare_options(args, model, conditioning, device, dtype)
         return
     run(1)  # warm-up (kernels, allocator)
     if cuda:

@@ -6,11 +6,12 @@ Four sides, each measurement in its own fresh worker process (so peak RSS is per
   with its UNet2DConditionModel / UNet3DConditionModel / PoseGuider, built and loaded the way
   ``scripts/audio2vid.py`` does, imported at run time from its own source folder, run by its own Python
   environment (``tools/setup_original_env.sh`` builds both; nothing of it is copied into this pack);
-* ``ours-lib``  - ``aniportrait_lib.sampling.sampler.sample_video`` on models from ``load_lmk2video_models``;
-* ``ours-node`` - the pack's ``Lmk2VideoSampler`` node executed in-process inside the vendored ComfyUI's model
-  management (models from the pack's ``LoadLmk2VideoModels`` node, core ``VAE`` / ``CLIP_VISION``), imported
-  as tests/nodes and tools/gpu_node_smoke.py do it, executed inside ``torch.inference_mode()`` like ComfyUI's
-  executor does;
+* ``ours-lib``  - ``aniportrait_lib.sampling.sampler.sample_video`` on an ``evaluation.Lmk2VideoModel`` of the
+  networks from ``load_lmk2video_models`` (reference encoded with diffusers / transformers models);
+* ``ours-node`` - the pack's own stage-2 nodes executed in-process inside the vendored ComfyUI's model
+  management: ``LoadVideoModel`` (core ``MODEL``) -> ``VideoConditioning`` (core ``VAE`` / ``CLIP_VISION``) ->
+  ``Sampler`` (AniPortrait Sampler), imported as tests/nodes and tools/gpu_node_smoke.py do it, executed inside
+  ``torch.inference_mode()`` like ComfyUI's executor does; the sampling phase starts at the Sampler call;
 * ``ours-ksampler`` - the native path: the pack's ``LoadVideoModel`` (the same files as a core ``MODEL``) ->
   ``VideoConditioning`` (same reference image and pose frames as ``ours-node``) -> above one window the pack's
   ``ContextWindows`` (the original's fixed windows through core's window handler, built once before the warm-up)
@@ -29,9 +30,9 @@ once as .npy), seed 42, 25 steps, CFG 3.5, context 16 / overlap 4.
 
 What is timed (wall clock, and the process's CPU time, steadier on a shared CPU box): the sampler = ReferenceNet
 once + steps x windows of (PoseGuider +) denoising UNet. The reference VAE encode and CLIP encode are timed apart
-and subtracted (the original's ``__call__`` and our node do them inside); the VAE decode is skipped (the original's
-``decode_latents`` is replaced at run time by a function that keeps the final latents). One warm-up call (1 step,
-<= 16 frames) precedes the timed call in every worker.
+and subtracted (the original's ``__call__`` and our conditioning node do them inside); the VAE decode is skipped
+(the original's ``decode_latents`` is replaced at run time by a function that keeps the final latents). One warm-up
+call (1 step, <= 16 frames) precedes the timed call in every worker.
 Memory: on CPU the worker's peak RSS (``VmHWM`` before the first reset and after each phase: loading included; not
 ``ru_maxrss``, which Linux carries over from the parent process through fork + exec) and the peak RSS of the
 sampling phase (``VmHWM`` reset through /proc/self/clear_refs where sampling starts, i.e. after the reference
@@ -405,11 +406,13 @@ def worker_original(spec: dict) -> dict:
 # =============================================================================================== worker: ours (library)
 def worker_ours_lib(spec: dict) -> dict:
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "tests"))
     torch = _worker_torch(spec)
     from diffusers import AutoencoderKL
     from transformers import CLIPVisionModelWithProjection
 
     from aniportrait_lib.sampling import reference, sampler
+    from aniportrait_lib.sampling.evaluation import Lmk2VideoModel
     from aniportrait_lib.networks.loading import RELEASED_FILES, load_lmk2video_models
 
     work, device = Path(spec["work"]), torch.device(spec["device"])
@@ -418,6 +421,7 @@ def worker_ours_lib(spec: dict) -> dict:
     t0 = time.perf_counter()
     models = load_lmk2video_models({r: work / "models" / "aniportrait" / f for r, f in RELEASED_FILES.items()},
                                    device=device, dtype=dtype)
+    model = Lmk2VideoModel(models.reference_unet, models.video_unet, models.pose_guider)
     orig = work / "original_layout"  # the same VAE / CLIP files, in the diffusers / transformers folder layout
     vae = AutoencoderKL.from_pretrained(str(orig / "sd-vae-ft-mse")).to(device, dtype=dtype).eval()
     clip = CLIPVisionModelWithProjection.from_pretrained(str(orig / "image_encoder")).to(device, dtype=dtype).eval()
@@ -448,10 +452,11 @@ def worker_ours_lib(spec: dict) -> dict:
                                           encode_clip=encoders.clip,
                                           context_dim=models.config.unet["cross_attention_dim"])
         meter.mark_sampling()
-        lat = sampler.sample_video(models, ref.latent.to(device), ref.clip_embeds.to(device), poses[:n],
-                                   steps=steps, cfg=spec["cfg"], seed=spec["seed"],
+        conditioning = sampler.VideoConditioning.of_reference(ref.latent.to(device), ref.clip_embeds.to(device),
+                                                              poses[:n])
+        lat = sampler.sample_video(model, conditioning, steps=steps, cfg=spec["cfg"], seed=spec["seed"],
                                    context_frames=spec["context_frames"], context_overlap=spec["context_overlap"],
-                                   device=device, dtype=dtype, window_batch=spec.get("window_batch", 1))
+                                   window_batch=spec.get("window_batch", 1), compile_backend=None, dtype=dtype)
         return lat, ref
 
     call(min(16, len(poses)), 1)  # warm-up
@@ -526,12 +531,17 @@ def _lmk2video_names() -> list[str]:
 
 
 def worker_ours_node(spec: dict) -> dict:
+    """The pack's own stage-2 path: LoadVideoModel (MODEL) -> VideoConditioning -> AniPortrait Sampler.
+
+    The timed call runs VideoConditioning (its VAE / CLIP encodes are timed and subtracted, as on every side) and
+    the Sampler node; the sampling phase starts at the Sampler call (which loads the weights through ComfyUI).
+    """
     pack, torch, comfy_root, rss_imports, t0 = _comfy_pack(spec)
     import comfy.model_management as mm
 
     work = Path(spec["work"])
-    names = _lmk2video_names()
-    bundle = pack.nodes.loaders.LoadLmk2VideoModels.execute(*names, spec["dtype"]).args[0]  # same dtype everywhere
+    # same dtype everywhere
+    model = pack.nodes.loaders.LoadVideoModel.execute(*_lmk2video_names(), spec["dtype"]).args[0]
     vae, clip = _comfy_encoders(work)
     load_s = time.perf_counter() - t0
     rss_loaded = _status_kb("VmRSS") / 2**20
@@ -542,29 +552,25 @@ def worker_ours_node(spec: dict) -> dict:
     meter = Meter(torch, str(mm.get_torch_device()))
     meter.wrap(vae, "encode", "vae_encode_s")
     meter.wrap(clip, "encode_image", "clip_s")
-    node = pack.nodes.sampling.Lmk2VideoSampler
-    lib_sampler = pack.nodes.sampling.sampler  # the module the node calls sample_video from
-    inner_sample_video = lib_sampler.sample_video
-
-    def sample_video(*a, **k):
-        meter.mark_sampling()
-        return inner_sample_video(*a, **k)
-
-    lib_sampler.sample_video = sample_video
+    sampling = pack.nodes.sampling
 
     def call(n: int, steps: int):
         with torch.inference_mode():  # as ComfyUI's executor runs every node (execution.py); without it core
             # CLIP_VISION.encode_image records autograd graphs (its weights require grad): +1.8 GB RSS per call here
-            return node.execute(bundle, vae, clip, ref, spec["width"], spec["height"], steps, spec["cfg"],
-                                spec["seed"], spec["context_frames"], spec["context_overlap"],
-                                pose_images=pose_images[:n], window_batch=spec.get("window_batch", 1))
+            positive, negative, latent = sampling.VideoConditioning.execute(
+                vae, clip, ref, spec["width"], spec["height"], pose_images=pose_images[:n]).args
+            meter.mark_sampling()
+            return sampling.Sampler.execute(model, spec["seed"], steps, spec["cfg"], positive, negative, latent,
+                                            spec["context_frames"], spec["context_overlap"],
+                                            window_batch=spec.get("window_batch", 1), compile="off")
 
     call(min(16, len(poses)), 1)  # warm-up
     res, out = meter.measure(lambda: call(len(poses), spec["steps"]))
     res["profile_top"] = _profile(spec, torch, "ours-node", lambda: call(len(poses), spec["steps"]))
-    samples = out.args[0]["samples"].float().cpu()  # raw VAE latents (F, 4, h, w)
-    _save_latents(spec, "latents", (samples.permute(1, 0, 2, 3)[None] * LATENT_SCALE).numpy())
-    res.update(load_s=load_s, rss_after_imports_GiB=rss_imports, rss_after_load_GiB=rss_loaded, comfy_device=str(mm.get_torch_device()), node_weight_dtype=str(bundle.dtype),
+    samples = out.args[0]["samples"].float().cpu()  # raw VAE latents (1, 4, F, h, w)
+    _save_latents(spec, "latents", (samples * LATENT_SCALE).numpy())  # sampler scale (raw VAE latents x 0.18215)
+    res.update(load_s=load_s, rss_after_imports_GiB=rss_imports, rss_after_load_GiB=rss_loaded,
+               comfy_device=str(mm.get_torch_device()), model_dtype=str(model.model.get_dtype()),
                comfyui=str(comfy_root), versions=_versions(["torch", "diffusers", "transformers", "numpy"]))
     return res
 
@@ -612,7 +618,7 @@ def worker_ours_ksampler(spec: dict) -> dict:
     res, out = meter.measure(lambda: call(len(poses), spec["steps"]))
     res["profile_top"] = _profile(spec, torch, "ours-ksampler", lambda: call(len(poses), spec["steps"]))
     samples = out["samples"].float().cpu()  # raw VAE latents (1, 4, F, h, w)
-    _save_latents(spec, "latents", (samples * LATENT_SCALE).numpy())  # sampler scale (sampler.from_vae_space)
+    _save_latents(spec, "latents", (samples * LATENT_SCALE).numpy())  # sampler scale (raw VAE latents x 0.18215)
     res.update(load_s=load_s, rss_after_imports_GiB=rss_imports, rss_after_load_GiB=rss_loaded,
                comfy_device=str(mm.get_torch_device()), model_dtype=str(model.model.get_dtype()),
                sampler="ddim/simple", context_windows="AniPortrait ContextWindows" if windowed else None,
@@ -631,6 +637,7 @@ def prepare_work(work: Path, full_size: bool, size: tuple[int, int], max_frames:
     from PIL import Image, ImageDraw
 
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "tests"))
     from support import random_weights
     from aniportrait_lib.networks import config
 

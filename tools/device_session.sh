@@ -13,7 +13,9 @@
 # part1 and part2 hold the targets (s/frame and peak VRAM through the node, 8 GB cards, >= 3x the
 # original): run them first, each as one device command; part3 if device time is left.
 # Results: JSON/text files in $OUT (default ./out), one per measurement, plus session.log; copy the numbers into
-# BENCHMARKS.md ("The nodes inside ComfyUI's model management on CUDA" and "Stage-2 optimisations").
+# BENCHMARKS.md ("Stage 2 on the H100"; the sampler options beside the CPU ones in "Stage 2, small config (CPU)").
+# The own path is AniPortrait Load Video Model -> Video Conditioning -> AniPortrait Sampler (gpu_node_smoke.py
+# times the conditioning apart: older own_sampler_s figures compare with own_conditioning_s + own_sampler_s).
 #
 # Dry run of the plumbing on a CPU machine (no wheels installed, tiny sizes; later arguments win):
 #     DRY_RUN=1 PYTHON=~/.cache/aniportrait-ci/venv/bin/python EXTRA="--cpu --size 64 --steps 1 --frames 20" \

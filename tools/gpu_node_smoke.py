@@ -5,9 +5,14 @@ ComfyUI checkout), imports the pack the way ComfyUI does, runs stage 1 (LoadAudi
 Audio2Mesh -> Audio2Pose -> ProjectLandmarks [-> RenderPoseImages]) and then one or both stage-2 paths with
 random weights, every node call inside ``torch.inference_mode()`` as ComfyUI's executor runs them:
 
-* ``own``:    LoadLmk2VideoModels -> Lmk2VideoSampler -> AniPortrait Decode To Video
+* ``own``:    LoadVideoModel (MODEL) -> VideoConditioning -> AniPortrait Sampler (its own DDIM and context
+  windows 16/4, cfg 3.5) -> AniPortrait Decode To Video
 * ``native``: LoadVideoModel (MODEL) -> VideoConditioning [-> AniPortrait Context Windows 16/4 when > 16
   frames] -> core KSampler (``nodes.common_ksampler``, ddim/simple, cfg 3.5) -> AniPortrait Decode To Video
+
+Both paths time the conditioning node (VAE and CLIP encode of the reference: ``*_conditioning_s``) apart from
+the sampler. (Before the one-model change the own path's sampler node encoded the reference itself, so its
+older ``own_sampler_s`` figures compare with ``own_conditioning_s + own_sampler_s``.)
 
 It reports ComfyUI's device/dtype/VRAM-state choices and, per path (keys prefixed ``own_`` / ``native_``),
 sampler seconds, seconds per frame and peak VRAM (``torch.cuda.max_memory_allocated`` after a reset right
@@ -202,6 +207,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     sys.modules["aniportrait_pack"] = pack
     spec.loader.exec_module(pack)
     nodes = {n.__name__: n for n in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
+    sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the random-weights factory of the tests
     from support import random_weights
     from aniportrait_pack.aniportrait_lib.data import Motion
     from aniportrait_pack.aniportrait_lib.media import encode
@@ -308,17 +314,21 @@ def run(args: argparse.Namespace, work: Path) -> None:
         return {"landmarks": lmk} if args.poses == "landmarks" else {"pose_images": poses}
 
     def run_own(vae, clip, frames):
-        bundle = timed("own_load", lambda: nodes["LoadLmk2VideoModels"].execute(*lmk2video_names, "auto").args[0])
-        report["own_dtype"] = str(bundle.dtype)
+        model = timed("own_load", lambda: nodes["LoadVideoModel"].execute(*lmk2video_names, "auto").args[0])
+        report["own_dtype"] = str(model.model.get_dtype())
         release()
+        reset_peak()
+        positive, negative, empty = timed("own_conditioning", lambda: nodes["VideoConditioning"].execute(
+            vae=vae, clip_vision=clip, reference_image=ref_image, width=args.size, height=args.size,
+            **pose_input()).args)
+        report["own_conditioning_peak_GiB"] = peak()
         report["own_vram_before_sampler_GiB"] = allocated()
         reset_peak()
 
         def sample():
-            return nodes["Lmk2VideoSampler"].execute(
-                bundle, vae, clip, ref_image, args.size, args.size, args.steps, CFG, SEED, CONTEXT_FRAMES,
-                CONTEXT_OVERLAP, window_batch=args.window_batch, compile="off" if args.compile == "none" else args.compile,
-                **pose_input()).args[0]
+            return nodes["Sampler"].execute(
+                model, SEED, args.steps, CFG, positive, negative, empty, CONTEXT_FRAMES, CONTEXT_OVERLAP,
+                window_batch=args.window_batch, compile="off" if args.compile == "none" else args.compile).args[0]
 
         latent = timed("own_sampler", sample)
         if args.compile != "none":  # the first run compiled: time a second one
@@ -329,7 +339,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
         if args.compile == "none":  # compiled: the second run above is the warm one
             rerun("own", sample, frames)
         sampled("own", latent, frames)
-        report["own_unet_param_device_dtype"] = [f"{p.device}/{p.dtype}" for p in list(bundle.video_unet.parameters())[:1]]
+        video_unet = model.model.diffusion_model.video_unet
+        report["own_unet_param_device_dtype"] = [f"{p.device}/{p.dtype}" for p in list(video_unet.parameters())[:1]]
         decode("own", latent, vae)
 
     def run_native(vae, clip, frames):

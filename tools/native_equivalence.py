@@ -1,14 +1,14 @@
 """The AniPortrait MODEL on core samplers vs the pack's own sampler: max abs latent difference.
 
 Runs in-process on the vendored ComfyUI (CPU), tiny random weights in the release layout, 64x64 (``--size``):
-the own Lmk2Video Sampler (DDIM, trailing spacing, the original's windows) and core KSampler on the AniPortrait
-MODEL with each sampler x scheduler, for each frame count; clips longer than 16 frames get context windows on
-the MODEL (AniPortrait Context Windows = the original's fixed windows, and core Context Windows (Manual),
-looped_uniform 16/4, closed loop, flat, dim 2). Same conditioning, same seed; core draws the noise of the video
-latent (1, 4, F, h, w) in the original's layout, which the own sampler is handed. Differences are in sampler
-scale (raw VAE latents x 0.18215, the space the networks see).
+AniPortrait Sampler (the pack's own DDIM, trailing spacing, the original's windows) and core KSampler on the
+same AniPortrait MODEL with each sampler x scheduler, for each frame count; clips longer than 16 frames get
+context windows on the MODEL (AniPortrait Context Windows = the original's fixed windows, and core Context
+Windows (Manual), looped_uniform 16/4, closed loop, flat, dim 2). Same conditioning (one AniPortrait Video
+Conditioning), same seed: both draw the same noise for the video latent (1, 4, F, h, w), which the tool checks.
+Differences are in sampler scale (raw VAE latents x 0.18215, the space the networks see).
 
-    python tools/native_equivalence.py [--frames 16 40] [--steps 4] [--size 64] [--markdown]
+    python tools/native_equivalence.py [--frames 16 40] [--steps 4] [--size 64]
 """
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the tests' random-weights factory imports aniportrait_lib
 LATENT_SCALE = 0.18215
 COMBOS = [("ddim", "simple"), ("euler", "simple"), ("dpmpp_2m", "simple"), ("ddim", "ddim_uniform"), ("ddim", "beta")]
 
 
 def import_pack(work: Path):
     """The vendored ComfyUI on the CPU and this pack imported as ComfyUI imports a custom node."""
-    from comfy_server import comfy_dir
+    from support.comfy_server import comfy_dir
 
     root = comfy_dir() / "ComfyUI"
     sys.path.insert(0, str(root))
@@ -75,7 +75,6 @@ def main() -> None:
     names = [RELEASED_FILES[r] for r in ("reference_unet", "denoising_unet", "motion_module", "pose_guider")]
     with torch.inference_mode():
         model = pack.nodes.loaders.LoadVideoModel.execute(*names, "auto").args[0]
-        own = pack.nodes.loaders.LoadLmk2VideoModels.execute(*names, "auto").args[0]
         rows = []
         for frames in args.frames:
             gen = torch.Generator().manual_seed(1)
@@ -83,12 +82,13 @@ def main() -> None:
             poses = torch.rand(frames, args.size, args.size, 3, generator=gen)
             positive, negative, latent = pack.nodes.sampling.VideoConditioning.execute(
                 vae=vae, clip_vision=clip, reference_image=ref, pose_images=poses, width=args.size, height=args.size).args
-            embeds, extra = positive[0]
-            noise = comfy.sample.prepare_noise(latent["samples"], args.seed)
-            own_latent = sampler.to_vae_space(sampler.sample_video(
-                own, sampler.from_vae_space(extra["aniportrait_reference_latent"]), embeds[:, 0], extra["aniportrait_poses"],
-                steps=args.steps, cfg=3.5, noise=noise))
-            rows.append((frames, "own Lmk2Video Sampler", "-", 0.0))
+            core_noise = comfy.sample.prepare_noise(latent["samples"], args.seed)
+            own_noise = sampler.make_noise(latent["samples"].shape, args.seed)
+            if not torch.equal(core_noise, own_noise):
+                raise RuntimeError("core KSampler and AniPortrait Sampler draw different noise for the same seed")
+            own_latent = pack.nodes.sampling.Sampler.execute(
+                model, args.seed, args.steps, 3.5, positive, negative, latent, 16, 4, 1, "off").args[0]["samples"]
+            rows.append((frames, "AniPortrait Sampler", "-", 0.0))
             windows = {"none": model} if frames <= 16 else {
                 "AniPortrait Context Windows": pack.nodes.sampling.ContextWindows.execute(model, 16, 4).args[0],
                 "core Context Windows (Manual)": ContextWindowsManualNode.execute(model, 16, 4, "looped_uniform", 1, True, "flat", 2).args[0],
@@ -102,10 +102,10 @@ def main() -> None:
                     print(rows[-1], flush=True)
     print(f"\n{args.size}x{args.size}, {args.steps} steps, cfg 3.5, tiny random weights, 1 thread; max |latent| "
           f"{float(own_latent.abs().max()) * LATENT_SCALE:.2f} (sampler scale)\n")
-    print("| frames | path | context windows | max abs diff vs own sampler |")
+    print("| frames | path | context windows | max abs diff vs AniPortrait Sampler |")
     print("| ---: | --- | --- | ---: |")
     for frames, path, window_name, diff in rows:  # time per frame: tools/benchmark_vs_original.py
-        shown = "-" if path.startswith("own") else f"{diff:.2e}"
+        shown = "-" if path.startswith("AniPortrait") else f"{diff:.2e}"
         print(f"| {frames} | {path} | {window_name} | {shown} |")
 
 
