@@ -128,3 +128,13 @@ def test_cancel_stops_the_sampler_promptly_and_the_server_keeps_working(stage2_m
     assert "execution_interrupted" in kinds
     assert "20" not in history[pid].get("outputs", {}), "an interrupted run must not write a video"
     assert server.alive()
+
+
+def test_the_server_serves_each_nodes_help_page_where_the_frontend_asks(server):
+    """The frontend asks ``/extensions/<pack folder>/docs/<node id>.md``; the folder is the node's module."""
+    import requests
+
+    info = server.object_info()["AniPortraitSampler"]
+    folder = info["python_module"].split(".")[-1]
+    page = requests.get(f"{server.url}/extensions/{folder}/docs/AniPortraitSampler.md", timeout=30)
+    assert page.status_code == 200 and page.text.startswith("# AniPortrait Sampler")

@@ -127,3 +127,19 @@ def test_widget_order_and_defaults_of_saved_workflows_are_kept(registered):
     for (node_id, name), value in defaults.items():
         inputs = {**by_id[node_id]["input"].get("required", {}), **by_id[node_id]["input"].get("optional", {})}
         assert inputs[name][1]["default"] == value, (node_id, name)
+
+
+def test_every_node_in_the_search_has_a_help_page_the_frontend_finds(pack, registered):
+    """The frontend (>= 1.22) fetches ``/extensions/<pack folder>/docs/<node id>.md`` from the pack's WEB_DIRECTORY:
+    every node a user can add has its page there, and each page starts with the node's display name."""
+    from pathlib import Path
+
+    _, _, infos = registered
+    web = Path(pack.__file__).parent / pack.WEB_DIRECTORY
+    for info in infos:
+        page = web / "docs" / f"{info['name']}.md"
+        if info.get("deprecated"):
+            continue  # retired nodes are hidden: their text names the replacement
+        assert page.is_file(), f"no help page for {info['name']} at {page}"
+        title = page.read_text().splitlines()[0]
+        assert title.startswith("# ") and info["display_name"].startswith(title[2:]), (title, info["display_name"])
