@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -298,3 +299,25 @@ def test_ui_workflow_is_laid_out_valid_and_queues_as_its_api_twin(page, object_i
     page.screenshot(path=str(screenshot_dir / f"{name}.png"), clip=result["clip"])
     unexpected = [e for e in page.errors if not e.startswith(KNOWN_HARMLESS_PAGE_ERRORS)]
     assert unexpected == []
+
+
+def test_a_workflow_saved_with_the_retired_nodes_opens_and_queues_as_saved(page, object_info):
+    """workflows/aniportrait_audio2video.json as shipped before the stage-2 nodes were merged: every node type is
+    still known to the frontend (nothing reported missing), and graphToPrompt gives the API twin of that version,
+    which tests/e2e/test_e2e_stage2.py runs to an mp4."""
+    retired = Path(__file__).parent / "retired"
+    ui = json.loads((retired / "aniportrait_audio2video.json").read_text())
+    page.errors.clear()
+    result = page.evaluate(_INSPECT, ui)
+    assert result["missing"] == []
+    api = json.loads((retired / "aniportrait_audio2video_api.json").read_text())
+    got = result["output"]
+    assert sorted(got, key=int) == sorted(api, key=int)
+    for key, node in api.items():
+        assert got[key]["class_type"] == node["class_type"], key
+        schema = object_info[node["class_type"]]["input"]
+        known = {k for part in ("required", "optional") for k in schema.get(part, {})}
+        sent = {k: v for k, v in got[key]["inputs"].items() if k in known}
+        assert sent == node["inputs"], f"{node['class_type']} ({key}): {sent} != {node['inputs']}"
+    assert [n["title"] for n in result["nodes"] if n["type"] == "AniPortraitLmk2VideoSampler"] == [
+        "AniPortrait Lmk2Video Sampler"], "the saved title stays"
