@@ -39,8 +39,7 @@ class DecodeToVideo(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, samples, vae, fps, chunk_frames, quality, crf, audio=None) -> io.NodeOutput:
-        latents = encode.frame_latents(samples["samples"])
-        encode.check_latents(latents, getattr(vae, "latent_channels", 4))
+        latents = _frame_latents(samples, vae)
         ratio = getattr(vae, "upscale_ratio", 8)
         scale = ratio if isinstance(ratio, int) else 8  # video VAEs report a (t, h, w) tuple
         num, _, h, w = latents.shape
@@ -77,8 +76,7 @@ class DecodeFrames(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, samples, vae, chunk_frames) -> io.NodeOutput:
-        latents = encode.frame_latents(samples["samples"])
-        encode.check_latents(latents, getattr(vae, "latent_channels", 4))
+        latents = _frame_latents(samples, vae)
         chunks = encode.plan_chunks(latents.shape[0], chunk_frames)
         progress = comfy.progress(len(chunks))
         images = []
@@ -86,6 +84,13 @@ class DecodeFrames(io.ComfyNode):
             images.append(comfy.to_output_device(_decode(vae, latents[chunk.start:chunk.stop])))
             progress(done, len(chunks))
         return io.NodeOutput(torch.cat(images))
+
+
+def _frame_latents(samples: dict, vae) -> torch.Tensor:
+    """The LATENT's frames (frames, 4, h, w), checked against the VAE's latent channels."""
+    latents = encode.frame_latents(samples["samples"])
+    encode.check_latents(latents, getattr(vae, "latent_channels", 4))
+    return latents
 
 
 def _decode(vae, latents: torch.Tensor) -> torch.Tensor:

@@ -280,29 +280,49 @@ def _initial_latents(shape: tuple[int, ...], seed: Union[int, torch.Generator], 
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class _Run:
-    """What every step of one run reads: the model, its rows' conditioning and the windows."""
+    """What every step of one run reads, on the compute device in the model dtype: the model, its rows'
+    conditioning per branch (:meth:`VideoConditioning.branches`) and the windows.
+
+    Attributes:
+        contexts: (B, L, D) CLIP context of each branch. use_reference: CPU (B,) 1.0 where the branch reads the
+            reference. reference_latent: (1, 4, h, w) sampler scale. poses: the pose frames.
+    """
 
     model: Lmk2VideoModel
-    conditioning: VideoConditioning
-    branches: list[Branch]
+    contexts: torch.Tensor
+    use_reference: torch.Tensor
+    reference_latent: torch.Tensor
+    poses: PoseFrames
     plan: WindowPlan
     groups: list[list[int]]
     dtype: torch.dtype
+
+    @classmethod
+    def prepare(cls, model: Lmk2VideoModel, conditioning: VideoConditioning, cfg: float, plan: WindowPlan,
+                window_batch: int, device: torch.device, dtype: torch.dtype) -> "_Run":
+        branches = conditioning.branches(cfg)
+        return cls(model, torch.cat([b.context for b in branches]).to(device, dtype),
+                   torch.tensor([float(b.use_reference) for b in branches]),
+                   conditioning.reference_latent.to(device, dtype), conditioning.poses, plan,
+                   window_groups(plan, window_batch), dtype)
+
+    @property
+    def rows(self) -> int:
+        """Branches per window: 2 with guidance, else 1."""
+        return int(self.contexts.shape[0])
 
 
 def _predict_group(run: _Run, latents: torch.Tensor, t: torch.Tensor, group: list[int]) -> torch.Tensor:
     """v prediction of the windows in ``group`` in one model call: (B, n, 4, f, h, w) for B branches, n windows.
 
     Rows go in as [negative windows..., positive windows...]."""
-    rows, n = len(run.branches), len(group)
+    rows, n = run.rows, len(group)
     windows = torch.cat([latents.index_select(2, run.plan.index[wi]) for wi in group])  # (n, 4, f, h, w)
-    device = latents.device
     call = ModelCall(
         x=windows.to(run.dtype).repeat(rows, 1, 1, 1, 1), timestep=t,
-        context=torch.cat([b.context for b in run.branches]).to(device, run.dtype).repeat_interleave(n, 0),
-        reference_latent=run.conditioning.reference_latent.to(device, run.dtype).expand(rows * n, -1, -1, -1),
-        use_reference=torch.tensor([float(b.use_reference) for b in run.branches]).repeat_interleave(n),
-        poses=run.conditioning.poses, frames=[run.plan.frames[wi] for wi in group] * rows,
+        context=run.contexts.repeat_interleave(n, 0), reference_latent=run.reference_latent.expand(rows * n, -1, -1, -1),
+        use_reference=run.use_reference.repeat_interleave(n), poses=run.poses,
+        frames=[run.plan.frames[wi] for wi in group] * rows,
     )
     pred = run.model.predict(call)
     return pred.view(rows, n, *pred.shape[1:])
@@ -314,7 +334,7 @@ def _predict_step(run: _Run, latents: torch.Tensor, t: int, on_window: Callable[
     ``on_window(last)`` is called after each window evaluation (``last`` for the step's final window).
     """
     t_tensor = torch.tensor(t, dtype=torch.int64, device=latents.device)
-    noise_pred = torch.zeros((len(run.branches), *latents.shape[1:]), device=latents.device, dtype=torch.float32)
+    noise_pred = torch.zeros((run.rows, *latents.shape[1:]), device=latents.device, dtype=torch.float32)
     n_windows = len(run.plan.index)
     for group in run.groups:
         pred = _predict_group(run, latents, t_tensor, group)
@@ -410,7 +430,7 @@ def sample_video(
     latents = _initial_latents((1, 4, poses.num_frames, h, w), seed, noise, device, sched.init_noise_sigma)
     logger.info("AniPortrait sampling: %d frames %dx%d, %d steps, cfg %.3g, %d context windows of <= %d frames",
                 poses.num_frames, 8 * w, 8 * h, len(timesteps), cfg, len(plan.index), context_frames)
-    run = _Run(model, conditioning, conditioning.branches(cfg), plan, window_groups(plan, int(window_batch)), dtype)
+    run = _Run.prepare(model, conditioning, cfg, plan, int(window_batch), device, dtype)
     with model.sampling_run(), model.compiled(compile_backend):
         return denoise(run, latents, sched, timesteps, cfg, progress)
 
