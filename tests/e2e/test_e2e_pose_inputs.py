@@ -3,26 +3,20 @@ by window, no IMAGE batch of every pose frame); Render Pose Images' IMAGE batch 
 error."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 
-from support.comfy_server import execution_error, load_workflow, unique_prefix
+from support.comfy_server import execution_error
 from support.media import frames_at_30fps
-from support.prompts import resize_prompt
+from support.prompts import video_prompt
 from support.reports import assert_plain_user_error, saved_mp4
 
 pytestmark = pytest.mark.e2e
 
 
-def _prompt(size=(72, 64), steps=2, audio="short_speech.wav") -> dict:
-    """The shipped audio2video API prompt, shrunk like test_e2e_stage2's."""
-    prompt = copy.deepcopy(load_workflow("aniportrait_audio2video_api.json"))
+def _prompt() -> dict:
+    """The shipped audio2video API prompt at 72x64, 2 steps, the short speech (support.prompts.video_prompt)."""
+    prompt = video_prompt(size=(72, 64))
     assert prompt["22"]["class_type"] == "AniPortraitVideoConditioning" and prompt["22"]["inputs"]["landmarks"] == ["9", 0]
-    prompt["2"]["inputs"]["audio"] = audio
-    resize_prompt(prompt, size, ("5", "9", "22"))
-    prompt["17"]["inputs"]["steps"] = steps
-    prompt["20"]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/pose_inputs_video")
     return prompt
 
 

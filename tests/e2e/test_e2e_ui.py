@@ -234,6 +234,19 @@ def _overlap(a, b) -> bool:
     return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
+def _assert_queues_as(got: dict, api: dict, object_info: dict) -> None:
+    """graphToPrompt's ``got`` is exactly the API prompt ``api`` (UI node ids are its keys). The frontend also sends
+    its preview widgets (LoadAudio's audioUI, LoadVideo's video-preview), which are no inputs of those nodes and
+    which the server drops."""
+    assert sorted(got, key=int) == sorted(api, key=int)
+    for key, node in api.items():
+        assert got[key]["class_type"] == node["class_type"], key
+        schema = object_info[node["class_type"]]["input"]
+        known = {k for part in ("required", "optional") for k in schema.get(part, {})}
+        sent = {k: v for k, v in got[key]["inputs"].items() if k in known}
+        assert sent == node["inputs"], f"{node['class_type']} ({key}): {sent} != {node['inputs']}"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_workflow_is_laid_out_valid_and_queues_as_its_api_twin(page, object_info, screenshot_dir, name):
     ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
@@ -283,18 +296,8 @@ def test_ui_workflow_is_laid_out_valid_and_queues_as_its_api_twin(page, object_i
     titles = [n["title"] for n in nodes if n["type"] in ("LoadImage", "LoadAudio", "LoadVideo")]
     assert titles and all("pick" in t for t in titles), f"input nodes must say they are yours to pick: {titles}"
 
-    # graphToPrompt gives exactly the API prompt the e2e tests queue (UI node ids are its keys); the
-    # frontend also sends its preview widgets (LoadAudio's audioUI, LoadVideo's video-preview), which
-    # are no inputs of those nodes and which the server drops
-    api = load_workflow(f"{name}_api.json")
-    got = result["output"]
-    assert sorted(got, key=int) == sorted(api, key=int)
-    for key, node in api.items():
-        assert got[key]["class_type"] == node["class_type"], key
-        schema = object_info[node["class_type"]]["input"]
-        known = {k for part in ("required", "optional") for k in schema.get(part, {})}
-        sent = {k: v for k, v in got[key]["inputs"].items() if k in known}
-        assert sent == node["inputs"], f"{node['class_type']} ({key}): {sent} != {node['inputs']}"
+    # graphToPrompt gives exactly the API prompt the e2e tests queue
+    _assert_queues_as(result["output"], load_workflow(f"{name}_api.json"), object_info)
 
     page.screenshot(path=str(screenshot_dir / f"{name}.png"), clip=result["clip"])
     unexpected = [e for e in page.errors if not e.startswith(KNOWN_HARMLESS_PAGE_ERRORS)]
@@ -310,14 +313,6 @@ def test_a_workflow_saved_with_the_retired_nodes_opens_and_queues_as_saved(page,
     page.errors.clear()
     result = page.evaluate(_INSPECT, ui)
     assert result["missing"] == []
-    api = json.loads((retired / "aniportrait_audio2video_api.json").read_text())
-    got = result["output"]
-    assert sorted(got, key=int) == sorted(api, key=int)
-    for key, node in api.items():
-        assert got[key]["class_type"] == node["class_type"], key
-        schema = object_info[node["class_type"]]["input"]
-        known = {k for part in ("required", "optional") for k in schema.get(part, {})}
-        sent = {k: v for k, v in got[key]["inputs"].items() if k in known}
-        assert sent == node["inputs"], f"{node['class_type']} ({key}): {sent} != {node['inputs']}"
+    _assert_queues_as(result["output"], json.loads((retired / "aniportrait_audio2video_api.json").read_text()), object_info)
     assert [n["title"] for n in result["nodes"] if n["type"] == "AniPortraitLmk2VideoSampler"] == [
         "AniPortrait Lmk2Video Sampler"], "the saved title stays"
