@@ -530,6 +530,25 @@ def _lmk2video_names() -> list[str]:
     return [RELEASED_FILES[r] for r in ("reference_unet", "denoising_unet", "motion_module", "pose_guider")]
 
 
+def _stage2_nodes_setup(spec: dict, pack, torch, t0: float) -> tuple:
+    """What the node and KSampler sides share: the AniPortrait MODEL (LoadVideoModel, the spec's dtype on every side),
+    core VAE / CLIP vision with their encodes metered, the inputs as core IMAGE (pose channels as stored), the load
+    time and RSS after loading."""
+    import comfy.model_management as mm
+
+    model = pack.nodes.loaders.LoadVideoModel.execute(*_lmk2video_names(), spec["dtype"]).args[0]
+    vae, clip = _comfy_encoders(Path(spec["work"]))
+    load_s = time.perf_counter() - t0
+    rss_loaded = _status_kb("VmRSS") / 2**20
+    ref_image, poses, _ = _inputs(spec)
+    ref = torch.from_numpy(ref_image)[None].float() / 255.0
+    pose_images = torch.from_numpy(poses).float() / 255.0
+    meter = Meter(torch, str(mm.get_torch_device()))
+    meter.wrap(vae, "encode", "vae_encode_s")
+    meter.wrap(clip, "encode_image", "clip_s")
+    return model, vae, clip, ref, pose_images, poses, meter, load_s, rss_loaded
+
+
 def worker_ours_node(spec: dict) -> dict:
     """The pack's own stage-2 path: LoadVideoModel (MODEL) -> VideoConditioning -> AniPortrait Sampler.
 
@@ -539,19 +558,7 @@ def worker_ours_node(spec: dict) -> dict:
     pack, torch, comfy_root, rss_imports, t0 = _comfy_pack(spec)
     import comfy.model_management as mm
 
-    work = Path(spec["work"])
-    # same dtype everywhere
-    model = pack.nodes.loaders.LoadVideoModel.execute(*_lmk2video_names(), spec["dtype"]).args[0]
-    vae, clip = _comfy_encoders(work)
-    load_s = time.perf_counter() - t0
-    rss_loaded = _status_kb("VmRSS") / 2**20
-
-    ref_image, poses, _ = _inputs(spec)
-    ref = torch.from_numpy(ref_image)[None].float() / 255.0
-    pose_images = torch.from_numpy(poses).float() / 255.0
-    meter = Meter(torch, str(mm.get_torch_device()))
-    meter.wrap(vae, "encode", "vae_encode_s")
-    meter.wrap(clip, "encode_image", "clip_s")
+    model, vae, clip, ref, pose_images, poses, meter, load_s, rss_loaded = _stage2_nodes_setup(spec, pack, torch, t0)
     sampling = pack.nodes.sampling
 
     def call(n: int, steps: int):
@@ -588,18 +595,7 @@ def worker_ours_ksampler(spec: dict) -> dict:
     import comfy.model_management as mm
     import nodes as core_nodes  # ComfyUI's nodes.py (KSampler's common_ksampler)
 
-    work = Path(spec["work"])
-    model = pack.nodes.loaders.LoadVideoModel.execute(*_lmk2video_names(), spec["dtype"]).args[0]
-    vae, clip = _comfy_encoders(work)
-    load_s = time.perf_counter() - t0
-    rss_loaded = _status_kb("VmRSS") / 2**20
-
-    ref_image, poses, _ = _inputs(spec)
-    ref = torch.from_numpy(ref_image)[None].float() / 255.0
-    pose_images = torch.from_numpy(poses).float() / 255.0  # channels as stored, like the node side
-    meter = Meter(torch, str(mm.get_torch_device()))
-    meter.wrap(vae, "encode", "vae_encode_s")
-    meter.wrap(clip, "encode_image", "clip_s")
+    model, vae, clip, ref, pose_images, poses, meter, load_s, rss_loaded = _stage2_nodes_setup(spec, pack, torch, t0)
     sampling = pack.nodes.sampling
     windowed = len(poses) > spec["context_frames"]
     if windowed:  # its own node in a workflow (a model clone with core's window handler): made once, not timed;

@@ -313,15 +313,20 @@ def run(args: argparse.Namespace, work: Path) -> None:
     def pose_input():
         return {"landmarks": lmk} if args.poses == "landmarks" else {"pose_images": poses}
 
-    def run_own(vae, clip, frames):
-        model = timed("own_load", lambda: nodes["LoadVideoModel"].execute(*lmk2video_names, "auto").args[0])
-        report["own_dtype"] = str(model.model.get_dtype())
+    def load_and_condition(prefix, vae, clip):
+        """Load Video Model, then Video Conditioning (both timed, the conditioning's peak recorded)."""
+        model = timed(f"{prefix}_load", lambda: nodes["LoadVideoModel"].execute(*lmk2video_names, "auto").args[0])
+        report[f"{prefix}_dtype"] = str(model.model.get_dtype())
         release()
         reset_peak()
-        positive, negative, empty = timed("own_conditioning", lambda: nodes["VideoConditioning"].execute(
+        positive, negative, latent = timed(f"{prefix}_conditioning", lambda: nodes["VideoConditioning"].execute(
             vae=vae, clip_vision=clip, reference_image=ref_image, width=args.size, height=args.size,
             **pose_input()).args)
-        report["own_conditioning_peak_GiB"] = peak()
+        report[f"{prefix}_conditioning_peak_GiB"] = peak()
+        return model, positive, negative, latent
+
+    def run_own(vae, clip, frames):
+        model, positive, negative, empty = load_and_condition("own", vae, clip)
         report["own_vram_before_sampler_GiB"] = allocated()
         reset_peak()
 
@@ -344,13 +349,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
         decode("own", latent, vae)
 
     def run_native(vae, clip, frames):
-        model = timed("native_load", lambda: nodes["LoadVideoModel"].execute(*lmk2video_names, "auto").args[0])
-        report["native_dtype"] = str(model.model.get_dtype())
-        release()
-        reset_peak()
-        positive, negative, latent = timed("native_conditioning", lambda: nodes["VideoConditioning"].execute(
-            vae=vae, clip_vision=clip, reference_image=ref_image, width=args.size, height=args.size, **pose_input()).args)
-        report["native_conditioning_peak_GiB"] = peak()
+        model, positive, negative, latent = load_and_condition("native", vae, clip)
         if frames > CONTEXT_FRAMES:
             model = nodes["ContextWindows"].execute(model, CONTEXT_FRAMES, CONTEXT_OVERLAP).args[0]
         report["native_context_windows"] = frames > CONTEXT_FRAMES
