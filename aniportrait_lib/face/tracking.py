@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -100,26 +100,30 @@ def _fill_one(faces: list[Face | None], found: list[int], index: int, on_missing
     return _blend(faces[before], faces[after], (index - before) / (after - before))
 
 
-def track_faces(frames: np.ndarray, landmarker, on_missing: str = "interpolate", progress: Progress | None = None) -> TrackedFaces:
+def track_faces(frames: Iterable[np.ndarray], landmarker, on_missing: str = "interpolate", progress: Progress | None = None,
+                count: int | None = None) -> TrackedFaces:
     """Analyse every frame of a clip and apply the missing-face policy.
 
     Args:
-        frames: ``(T, H, W, 3)`` uint8 RGB frames.
+        frames: ``(T, H, W, 3)`` uint8 RGB frames, or any iterable of ``(H, W, 3)`` uint8 frames (read one at a
+            time, so a long video never sits in memory whole).
         landmarker: a :class:`~aniportrait_lib.face.landmarker.FaceLandmarker`.
         on_missing: ``interpolate``, ``hold`` or ``stop`` (see the module docstring).
         progress: optional ``progress(done, total)`` per analysed frame.
+        count: the number of frames when ``frames`` has no ``len`` (an iterator).
     """
     if on_missing not in ON_MISSING:
         raise ValueError(f"on_missing must be one of {', '.join(ON_MISSING)}; got {on_missing!r}")
+    total = len(frames) if count is None else int(count)  # type: ignore[arg-type]
     detections: list[Face | None] = []
     for i, frame in enumerate(frames):
         face = landmarker.analyze_frames([frame])[0]
         detections.append(face)
         if progress is not None:
-            progress(i + 1, len(frames))
+            progress(i + 1, total)
         if face is None and on_missing == "stop":
             break
-    detections += [None] * (len(frames) - len(detections))
+    detections += [None] * (total - len(detections))
     tracked = fill_missing(detections, on_missing)
     log.info("AniPortrait face tracking: %s", tracked.summary())
     return tracked
