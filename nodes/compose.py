@@ -64,8 +64,9 @@ class PasteBack(io.ComfyNode):
                                tooltip="box = the whole crop (keeps head motion); face = the face landmarks' outline, expanded."),
                 io.Float.Input("expand", default=compose.DEFAULT_EXPAND, min=0.0, max=1.0, step=0.01,
                                tooltip="face mask only: grows the landmarks' outline by this fraction (forehead, chin)."),
-                io.Int.Input("feather", default=compose.DEFAULT_FEATHER, min=0, max=512,
-                             tooltip="Width in pixels over which the mask fades in from its edge (0 = hard edge)."),
+                io.Float.Input("feather", default=compose.DEFAULT_FEATHER, min=0.0, max=compose.MAX_FEATHER, step=0.01,
+                               tooltip="Width over which the mask fades in from its edge, as a fraction of the face size "
+                                       "(0.05 = 5 px on a 100 px face; 0 = hard edge)."),
                 io.Boolean.Input("color_match", default=False,
                                  tooltip="Match the generated colours (LAB mean and spread inside the mask) to the original."),
             ],
