@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
-from . import (audio, comfy_adapter, compose, dubbing, face, loaders, motion, motion_edit, placement, retired, sampling,
-               video_out)
+from . import (audio, comfy_adapter, compose, dubbing, face, loaders, motion, motion_edit, paste_video, placement, retired,
+               sampling, video_out)
 
 comfy_adapter.register_folders()
 
@@ -21,11 +21,11 @@ NODES: list[type[io.ComfyNode]] = [
     loaders.LoadPoseTemplate, face.VideoPoseTemplate, motion.SavePoseTemplate, motion.ApplyPoseTemplate,
     face.FaceReenactment, dubbing.AlignVideoToAudio, dubbing.VideoHeadMotion,
     motion_edit.EditMotion, motion_edit.ShiftMotion, motion_edit.AddBlinks, motion_edit.MotionKeyframes,
-    motion.ProjectLandmarks, motion.RenderPoseImages,
+    motion.ProjectLandmarks, motion.RenderPoseImages, motion.PoseVideo,
     # AniPortrait/video
     *sampling.NODES, video_out.DecodeToVideo, video_out.DecodeFrames,
     # AniPortrait/compose
-    compose.FaceCrop, compose.PasteBack,
+    compose.FaceCrop, compose.PasteBack, paste_video.PasteBackToVideo,
     # retired (hidden from search): old workflows stop with a sentence naming the replacement
     *retired.NODES,
 ]

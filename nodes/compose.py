@@ -4,8 +4,10 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..aniportrait_lib import compose, imaging
+from ..aniportrait_lib.compose import footage as footage_steps
+from ..aniportrait_lib.media.frames import ArrayFrames, Footage
 from . import comfy_adapter as comfy
-from . import schema, sockets
+from . import schema, sockets, video_in
 
 
 class FaceCrop(io.ComfyNode):
@@ -17,10 +19,11 @@ class FaceCrop(io.ComfyNode):
             category=schema.COMPOSE,
             description="Crops the face of a photo or video at the video size, framed like AniPortrait's training crops (face "
                         "centred, face box about half the crop width), following the head smoothly in a video. The crop info "
-                        "lets AniPortrait Paste Back put the generated frames back.",
+                        "lets AniPortrait Paste Back put the generated frames back. A VIDEO (or aligned frames) is tracked "
+                        "a frame at a time and its crops are cut when read, so any length fits in memory.",
             inputs=[
                 sockets.FaceLandmarkerModel.Input("face_landmarker"),
-                io.Image.Input("image", tooltip="A photo or video frames."),
+                video_in.frames_input("image", "A photo, an IMAGE batch, a VIDEO, or Align Video To Audio's frames."),
                 *schema.video_size(),
                 io.Float.Input("scale", default=compose.DEFAULT_SCALE, min=1.0, max=6.0, step=0.05,
                                tooltip="Crop width / face size (face size = mean of the landmark box's width and height). "
@@ -34,16 +37,28 @@ class FaceCrop(io.ComfyNode):
                 io.Combo.Input("pad", options=list(compose.PAD_MODES), default="edge",
                                tooltip="Parts of the crop outside the image: edge = repeat the border pixels, constant = black."),
             ],
-            outputs=[io.Image.Output("crops"), sockets.CropInfo.Output("crop_info")],
+            outputs=[io.Image.Output("crops", tooltip="The crops of a photo or IMAGE batch; of a VIDEO or aligned frames only "
+                                                      "the first (the reference): the others are in cropped_frames."),
+                     sockets.CropInfo.Output("crop_info"),
+                     sockets.Footage.Output("cropped_frames", tooltip="Every crop, cut when a node reads it (Video Head Motion).")],
         )
 
     @classmethod
     @comfy.user_errors
     def execute(cls, face_landmarker, image, width, height, scale, vertical_offset, smoothing, on_missing, pad) -> io.NodeOutput:
-        frames = comfy.image_batch_to_uint8(image, "image")
-        crops, info, tracked = compose.face_crop(frames, face_landmarker, (width, height), scale, vertical_offset, smoothing,
-                                                 on_missing, pad, comfy.progress(2 * len(frames)))
-        return comfy.output(comfy.levels_to_image_batch(crops), info, notes=[tracked.summary()])
+        if video_in.is_image_batch(image):
+            frames = comfy.image_batch_to_uint8(image, "image")
+            crops, info, tracked = compose.face_crop(frames, face_landmarker, (width, height), scale, vertical_offset,
+                                                     smoothing, on_missing, pad, comfy.progress(2 * len(frames)))
+            batch = comfy.levels_to_image_batch(crops)
+            cropped = Footage.of(ArrayFrames(batch, 30.0, "crops"))
+            return comfy.output(batch, info, cropped, notes=[tracked.summary()])
+        source = video_in.footage_of(image, "image")
+        cropped, info, tracked = footage_steps.crop_footage(source, face_landmarker, (width, height), scale, vertical_offset,
+                                                            smoothing, on_missing, pad,
+                                                            comfy.progress(len(source.unique_sources()[0])))
+        first = cropped.read_batch(0, 1)
+        return comfy.output(comfy.uint8_to_image_batch(first), info, cropped, notes=[tracked.summary()])
 
 
 class PasteBack(io.ComfyNode):
@@ -58,8 +73,9 @@ class PasteBack(io.ComfyNode):
             inputs=[
                 io.Image.Input("generated", tooltip="Generated frames (any size; stretched onto each crop window)."),
                 sockets.CropInfo.Input("crop_info", tooltip="From AniPortrait Face Crop."),
-                io.Image.Input("original", tooltip="The photo (1 image: used for every frame) or the frames that were cropped "
-                                                   "(as many as generated)."),
+                video_in.frames_input("original", "The photo (1 image: used for every frame) or the frames that were cropped "
+                                                  "(as many as generated; all are read into memory: for long videos use "
+                                                  "Paste Back To Video).", [io.Image, sockets.Footage]),
                 io.Combo.Input("mask", options=list(compose.MASK_MODES), default=compose.DEFAULT_MASK,
                                tooltip="box = the whole crop (keeps head motion); face = the face landmarks' outline, expanded."),
                 io.Float.Input("expand", default=compose.DEFAULT_EXPAND, min=0.0, max=1.0, step=0.01,
@@ -77,7 +93,8 @@ class PasteBack(io.ComfyNode):
     @comfy.user_errors
     def execute(cls, generated, crop_info, original, mask, expand, feather, color_match) -> io.NodeOutput:
         gen = comfy.image_batch_to_levels(generated, "generated")  # unrounded: a crop pasted back unchanged stays exact
-        originals = comfy.image_batch_to_uint8(original, "original")
+        originals = (comfy.image_batch_to_uint8(original, "original") if video_in.is_image_batch(original)
+                     else original.read_batch(0, original.num_frames))
         frames, masks = compose.paste_frames(gen, originals, crop_info, mask, expand, feather, color_match,
                                              comfy.progress(len(gen)))
         return comfy.output(comfy.uint8_to_image_batch(frames), comfy.to_output_device(imaging.uint8_to_float(masks)))

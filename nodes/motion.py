@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 from comfy_api.latest import io
 
@@ -10,8 +11,10 @@ import folder_paths
 from ..aniportrait_lib import data
 from ..aniportrait_lib.motion import build as motion_steps
 from ..aniportrait_lib.face import analysis, renderer
+from ..aniportrait_lib.media import encode
 from . import comfy_adapter as comfy
 from . import schema, sockets
+from .video_out import encode_inputs
 
 
 class ApplyPoseTemplate(io.ComfyNode):
@@ -85,17 +88,55 @@ class RenderPoseImages(io.ComfyNode):
             display_name="AniPortrait Render Pose Images",
             category=schema.MOTION,
             description="Draws the lip-coloured landmark images the video model is conditioned on. Channels are stored as the model saw them in training (the original's BGR array), so colours look swapped in previews.",
-            inputs=[sockets.Landmarks.Input("landmarks")],
+            inputs=[sockets.Landmarks.Input("landmarks"),
+                    io.Int.Input("start_frame", default=0, min=0, max=10 ** 7, optional=True,
+                                 tooltip="First frame drawn (for a preview of part of a long clip)."),
+                    io.Int.Input("max_frames", default=0, min=0, max=10 ** 7, optional=True,
+                                 tooltip="Frames drawn from start_frame; 0 = to the end. A few make a preview; for a video "
+                                         "of all pose frames use AniPortrait Pose Video (drawn and encoded in chunks).")],
             outputs=[io.Image.Output("pose_images")],
         )
 
     @classmethod
     @comfy.user_errors
-    def execute(cls, landmarks) -> io.NodeOutput:
-        comfy.check_memory("pose_images", frames=landmarks.num_frames, width=landmarks.width, height=landmarks.height)
-        frames = renderer.draw_pose_images(landmarks.points, landmarks.width, landmarks.height,
-                                           progress=comfy.progress(landmarks.num_frames))
+    def execute(cls, landmarks, start_frame=0, max_frames=0) -> io.NodeOutput:
+        if start_frame >= landmarks.num_frames:
+            raise ValueError(f"start_frame {start_frame} is past the last of the {landmarks.num_frames} frames; "
+                             f"set it below {landmarks.num_frames}")
+        points = landmarks.points[start_frame:start_frame + max_frames if max_frames else None]
+        comfy.check_memory("pose_images", frames=len(points), width=landmarks.width, height=landmarks.height)
+        frames = renderer.draw_pose_images(points, landmarks.width, landmarks.height, progress=comfy.progress(len(points)))
         return io.NodeOutput(comfy.uint8_to_image_batch(frames))
 
 
-NODES = [ApplyPoseTemplate, SavePoseTemplate, ProjectLandmarks, RenderPoseImages]
+class PoseVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AniPortraitPoseVideo",
+            display_name="AniPortrait Pose Video",
+            category=schema.MOTION,
+            description="Draws the pose images (as Render Pose Images) and writes them as an mp4 with the audio, a chunk at "
+                        "a time, so a ten-minute clip never sits in memory (as IMAGE it would be 56 GB at 512x512).",
+            inputs=[sockets.Landmarks.Input("landmarks"), *encode_inputs(),
+                    io.Audio.Input("audio", optional=True, tooltip="The speech, cut to the video's length.")],
+            outputs=[io.Video.Output("video")],
+        )
+
+    @classmethod
+    @comfy.user_errors
+    def execute(cls, landmarks, chunk_frames, quality, crf, audio=None) -> io.NodeOutput:
+        codec = encode.pick_codec(quality, crf)
+        wav, rate = (audio["waveform"], int(audio["sample_rate"])) if audio is not None else (None, 0)
+        path = f"{comfy.temp_directory()}/aniportrait_pose_{uuid.uuid4().hex[:12]}.{codec.extension}"
+        draw = lambda start, stop: renderer.draw_pose_images(landmarks.points[start:stop], landmarks.width,  # noqa: E731
+                                                             landmarks.height)
+        with encode.video_writer(path, landmarks.width, landmarks.height, landmarks.fps, codec, landmarks.num_frames,
+                                 wav, rate) as writer:
+            encode.write_chunks(writer, landmarks.num_frames, chunk_frames, draw,
+                                comfy.progress(-(-landmarks.num_frames // chunk_frames)))
+        return comfy.output(comfy.video_from_file(path),
+                            notes=[f"{landmarks.num_frames} pose frames {landmarks.width}x{landmarks.height} at {landmarks.fps:g} fps"])
+
+
+NODES = [ApplyPoseTemplate, SavePoseTemplate, ProjectLandmarks, RenderPoseImages, PoseVideo]

@@ -13,3 +13,4 @@ Motion = io.Custom("ANIPORTRAIT_MOTION")  # data.Motion
 Landmarks = io.Custom("ANIPORTRAIT_LANDMARKS")  # data.Landmarks
 PoseTemplate = io.Custom("ANIPORTRAIT_POSE_TEMPLATE")  # data.PoseTemplate
 CropInfo = io.Custom("ANIPORTRAIT_CROP_INFO")  # data.CropInfo
+Footage = io.Custom("ANIPORTRAIT_FOOTAGE")  # media.frames.Footage: a video's frames read on demand, on a timeline

@@ -27,10 +27,7 @@ class DecodeToVideo(io.ComfyNode):
                 io.Float.Input("fps", default=30.0, min=1.0, max=120.0, step=1.0, tooltip="Frame rate of the video (the motion's fps)."),
                 io.Int.Input("chunk_frames", default=16, min=0, max=1024,
                              tooltip="Frames decoded at once; 0 = as many as half the free memory allows (at most 64)."),
-                io.Combo.Input("quality", options=list(encode.QUALITIES), default="h264",
-                               tooltip="h264: H.264 yuv420p at the crf below (plays everywhere). lossless: H.264 RGB crf 0 "
-                                       "(bit exact, large, not for browsers)."),
-                io.Int.Input("crf", default=19, min=0, max=51, tooltip="H.264 quality: lower is better and larger (x264 default 23)."),
+                *codec_inputs(),
                 io.Audio.Input("audio", optional=True, tooltip="The speech, written as AAC and cut to the video's length."),
             ],
             outputs=[io.Video.Output("video")],
@@ -39,7 +36,7 @@ class DecodeToVideo(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, samples, vae, fps, chunk_frames, quality, crf, audio=None) -> io.NodeOutput:
-        latents = _frame_latents(samples, vae)
+        latents = frame_latents(samples, vae)
         ratio = getattr(vae, "upscale_ratio", 8)
         scale = ratio if isinstance(ratio, int) else 8  # video VAEs report a (t, h, w) tuple
         num, _, h, w = latents.shape
@@ -50,7 +47,7 @@ class DecodeToVideo(io.ComfyNode):
         wav, rate = (audio["waveform"], int(audio["sample_rate"])) if audio is not None else (None, 0)
         path = f"{comfy.temp_directory()}/aniportrait_video_{uuid.uuid4().hex[:12]}.{codec.extension}"
         progress = comfy.progress(len(encode.plan_chunks(num, chunk_frames)))
-        result = encode.decode_to_video(latents, lambda x: _decode(vae, x), path, fps, chunk_frames, codec, wav, rate,
+        result = encode.decode_to_video(latents, lambda x: decode_latents(vae, x), path, fps, chunk_frames, codec, wav, rate,
                                         scale, progress=progress)
         return comfy.output(comfy.video_from_file(path), notes=[result.summary(fps)])
 
@@ -76,24 +73,40 @@ class DecodeFrames(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, samples, vae, chunk_frames) -> io.NodeOutput:
-        latents = _frame_latents(samples, vae)
+        latents = frame_latents(samples, vae)
         chunks = encode.plan_chunks(latents.shape[0], chunk_frames)
         progress = comfy.progress(len(chunks))
         images = []
         for done, chunk in enumerate(chunks, 1):
-            images.append(comfy.to_output_device(_decode(vae, latents[chunk.start:chunk.stop])))
+            images.append(comfy.to_output_device(decode_latents(vae, latents[chunk.start:chunk.stop])))
             progress(done, len(chunks))
         return io.NodeOutput(torch.cat(images))
 
 
-def _frame_latents(samples: dict, vae) -> torch.Tensor:
+def codec_inputs() -> list:
+    """quality and crf of the mp4 a node writes."""
+    return [
+        io.Combo.Input("quality", options=list(encode.QUALITIES), default="h264",
+                       tooltip="h264: H.264 yuv420p at the crf below (plays everywhere). lossless: H.264 RGB crf 0 "
+                               "(bit exact, large, not for browsers)."),
+        io.Int.Input("crf", default=19, min=0, max=51, tooltip="H.264 quality: lower is better and larger (x264 default 23)."),
+    ]
+
+
+def encode_inputs() -> list:
+    """chunk_frames, quality and crf of a node that writes an mp4 a chunk at a time."""
+    return [io.Int.Input("chunk_frames", default=16, min=1, max=1024, tooltip="Frames decoded and written at once."),
+            *codec_inputs()]
+
+
+def frame_latents(samples: dict, vae) -> torch.Tensor:
     """The LATENT's frames (frames, 4, h, w), checked against the VAE's latent channels."""
     latents = encode.frame_latents(samples["samples"])
     encode.check_latents(latents, getattr(vae, "latent_channels", 4))
     return latents
 
 
-def _decode(vae, latents: torch.Tensor) -> torch.Tensor:
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     """core ``VAE.decode`` of one chunk -> (n, H, W, 3) float 0..1."""
     return vae.decode(latents)
 

@@ -230,6 +230,26 @@ class VideoWriter:
             pass
 
 
+def video_writer(path: str, width: int, height: int, fps: float, codec: Codec, num_frames: int,
+                 audio: Optional[np.ndarray] = None, sample_rate: int = 0) -> VideoWriter:
+    """An open writer for ``num_frames`` frames of ``width x height`` at ``fps``, the audio cut to their duration."""
+    if (width % 2 or height % 2) and codec.pix_fmt != "rgb24":
+        raise ValueError(f"the video size {width}x{height} must be even for H.264 yuv420p; pick quality lossless "
+                         "or crop the source to an even size")
+    wav = prepare_audio(audio, num_frames, frame_rate(fps), sample_rate) if audio is not None else None
+    return VideoWriter(path, width, height, fps, codec, wav, sample_rate)
+
+
+def write_chunks(writer: VideoWriter, num_frames: int, chunk_frames: int, render: Callable[[int, int], np.ndarray],
+                 progress: Optional[Callable[[int, int], None]] = None) -> None:
+    """Write ``render(start, stop)`` (uint8 ``(n, H, W, 3)``) for each chunk of ``chunk_frames`` frames."""
+    chunks = plan_chunks(num_frames, chunk_frames)
+    for i, chunk in enumerate(chunks):
+        writer.write(render(chunk.start, chunk.stop))
+        if progress is not None:
+            progress(i + 1, len(chunks))
+
+
 @dataclass
 class EncodeResult:
     path: str
@@ -312,4 +332,5 @@ def decode_to_video(
 
 
 __all__: Sequence[str] = ("Codec", "pick_codec", "plan_chunks", "auto_chunk_frames", "decode_to_video", "VideoWriter",
+                          "video_writer", "write_chunks",
                           "prepare_audio", "pixel_bytes_per_frame", "streaming_bytes_per_frame", "frame_rate")
