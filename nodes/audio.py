@@ -4,7 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..aniportrait_lib.motion import build as motion_steps
-from ..aniportrait_lib.audio import features, inference
+from ..aniportrait_lib.motion import rest
+from ..aniportrait_lib.audio import features, inference, pauses
 from ..aniportrait_lib.audio import models as audio_models
 from ..aniportrait_lib.face import pose_math
 from . import comfy_adapter as comfy
@@ -43,24 +44,45 @@ class Audio2Mesh(io.ComfyNode):
             node_id="AniPortraitAudio2Mesh",
             display_name="AniPortrait Audio2Mesh (speech to face)",
             category=schema.AUDIO,
-            description="Predicts the per-frame 3D face mesh (lip and expression motion) from audio; head pose starts neutral.",
+            description="Predicts the per-frame 3D face mesh (lip and expression motion) from audio; head pose starts neutral. "
+                        "In pauses of the speech the face eases to the reference's own shape (the mouth at rest).",
             inputs=[
                 sockets.Audio2MeshModel.Input("audio2mesh"), sockets.AudioFeatures.Input("audio_features"), sockets.Face.Input("face"),
                 io.Float.Input("whole_clip_seconds", default=inference.WHOLE_CLIP_SECONDS, min=0.0, max=3600.0, step=1.0, optional=True,
                                tooltip="Clips up to this long are encoded in one pass, as the original. Longer clips are encoded in "
                                        f"{inference.WINDOW_SECONDS:g} s windows ({inference.OVERLAP_SECONDS:g} s cross-faded overlap), "
                                        "so memory stays flat however long the clip (results differ slightly from one pass)."),
+                io.Boolean.Input("rest_in_pauses", default=True, optional=True,
+                                 tooltip="Ease the face to the reference's own shape (mouth at rest) in pauses of the speech. "
+                                         "Frames outside the pauses are not changed."),
+                io.Float.Input("pause_threshold_db", default=pauses.DEFAULT_THRESHOLD_DB, min=-80.0, max=-1.0, step=1.0, optional=True,
+                               tooltip="A pause starts where the audio is this many dB below the speech level (the level of the "
+                                       f"loudest 5% of frames) and ends once it is back {pauses.HYSTERESIS_DB:g} dB above the threshold. Lower (e.g. -40) for "
+                                       "quiet speech; higher (e.g. -20) for noisy recordings."),
+                io.Float.Input("min_pause_seconds", default=pauses.DEFAULT_MIN_PAUSE_SECONDS, min=0.0, max=10.0, step=0.05, optional=True,
+                               tooltip="Shorter quiet stretches (the gaps between words) are left as Audio2Mesh made them."),
+                io.Float.Input("rest_ease_seconds", default=rest.DEFAULT_EASE_SECONDS, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="Cosine ease into and out of rest, inside the pause (0 = a cut)."),
             ],
             outputs=[sockets.Motion.Output("motion")],
         )
 
     @classmethod
     @comfy.user_errors
-    def execute(cls, audio2mesh, audio_features, face, whole_clip_seconds=inference.WHOLE_CLIP_SECONDS) -> io.NodeOutput:
+    def execute(cls, audio2mesh, audio_features, face, whole_clip_seconds=inference.WHOLE_CLIP_SECONDS, rest_in_pauses=True,
+                pause_threshold_db=pauses.DEFAULT_THRESHOLD_DB, min_pause_seconds=pauses.DEFAULT_MIN_PAUSE_SECONDS,
+                rest_ease_seconds=rest.DEFAULT_EASE_SECONDS) -> io.NodeOutput:
         comfy.check_memory("audio2mesh", seconds=audio_features.duration, model=audio2mesh, whole_clip_seconds=whole_clip_seconds)
         device = comfy.load_for_inference(audio2mesh)
         offsets = inference.predict_mesh_offsets(audio2mesh.model, audio_features, device, whole_clip_seconds=whole_clip_seconds)
-        return io.NodeOutput(motion_steps.motion_from_mesh_offsets(offsets, face, audio_features.fps))
+        note = None
+        if rest_in_pauses:
+            offsets, found = rest.rest_in_pauses(offsets, audio_features, pause_threshold_db, min_pause_seconds, rest_ease_seconds)
+            seconds = sum(end - start for start, end in found) / audio_features.fps
+            note = (f"mouth at rest in {len(found)} pause{'' if len(found) == 1 else 's'}: {seconds:.2f} s of "
+                    f"{audio_features.num_frames / audio_features.fps:.2f} s" if found else
+                    f"no pause of {min_pause_seconds:g} s or more ({pause_threshold_db:g} dB below the speech): the mouth moves throughout")
+        return comfy.output(motion_steps.motion_from_mesh_offsets(offsets, face, audio_features.fps), notes=[note])
 
 
 class Audio2Pose(io.ComfyNode):
