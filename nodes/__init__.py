@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
-from . import (audio, comfy_adapter, compose, dubbing, face, loaders, motion, motion_edit, paste_video, placement, retired,
-               sampling, video_out)
+from . import (audio, comfy_adapter, compose, core_faces, dubbing, face, loaders, motion, motion_edit, paste_video,
+               placement, retired, sampling, video_out)
 
 comfy_adapter.register_folders()
 
@@ -16,7 +16,7 @@ NODES: list[type[io.ComfyNode]] = [
     # AniPortrait/audio
     audio.AudioFeatures, audio.Audio2Mesh, audio.Audio2Pose,
     # AniPortrait/face
-    face.FaceAnalysis, placement.FaceFromPoints,
+    face.FaceAnalysis, placement.FaceFromPoints, core_faces.FaceFromCoreLandmarks,
     # AniPortrait/motion
     loaders.LoadPoseTemplate, face.VideoPoseTemplate, motion.SavePoseTemplate, motion.ApplyPoseTemplate,
     face.FaceReenactment, dubbing.AlignVideoToAudio, dubbing.VideoHeadMotion,

@@ -3,14 +3,29 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..aniportrait_lib.face import analysis, tracking
+from ..aniportrait_lib.face import analysis, core_landmarks, selection, tracking
 from ..aniportrait_lib.motion import pose_template, reenactment
 from . import comfy_adapter as comfy
 from . import schema, sockets
+from .core_faces import FaceLandmarks
 
-def _track(face_landmarker, frames, what: str, on_missing: str) -> tracking.TrackedFaces:
+def _track(face_landmarker, frames, what: str, on_missing: str, choose: selection.FaceChoice,
+           face_landmarks=None) -> tracking.TrackedFaces:
+    """The followed face of every frame: found by the pack's landmarker, or read from core's FACE_LANDMARKS."""
     images = comfy.image_batch_to_uint8(frames, what)
-    return tracking.track_faces(images, face_landmarker, on_missing, comfy.progress(len(images)))
+    if face_landmarks is not None:
+        detections = core_landmarks.faces_per_frame(face_landmarks, face_landmarker.model, len(images),
+                                                    (images.shape[2], images.shape[1]))
+        return tracking.track_detections(detections, on_missing, comfy.progress(len(images)), len(images), choose)
+    return tracking.track_faces(images, face_landmarker, on_missing, comfy.progress(len(images)), choose=choose)
+
+
+def core_landmarks_input() -> io.Input:
+    """Optional core FACE_LANDMARKS (newer ComfyUI's Detect Face Landmarks) instead of the pack's own detection."""
+    return FaceLandmarks.Input(
+        "face_landmarks", optional=True,
+        tooltip="Optional: core's face landmarks of these same frames (Detect Face Landmarks, ComfyUI 0.23+); when "
+                "connected the faces come from it and the face landmarker only supplies the canonical face model.")
 
 
 class FaceAnalysis(io.ComfyNode):
@@ -25,15 +40,18 @@ class FaceAnalysis(io.ComfyNode):
                 sockets.FaceLandmarkerModel.Input("face_landmarker"),
                 io.Image.Input("image", tooltip="Reference portrait (the first image of a batch is used)."),
                 *schema.resize_to_video_size(),
+                *schema.face_choice(),
             ],
             outputs=[sockets.Face.Output("face"), io.Image.Output("reference_pose")],
         )
 
     @classmethod
     @comfy.user_errors
-    def execute(cls, face_landmarker, image, width=0, height=0) -> io.NodeOutput:
+    def execute(cls, face_landmarker, image, width=0, height=0, which_face="largest", face_index=0,
+                face_point="") -> io.NodeOutput:
+        choose = selection.FaceChoice.from_inputs(which_face, face_index, face_point)
         rgb, note = comfy.first_image_uint8(image, "reference image")
-        face, pose_image = analysis.analyze_reference(face_landmarker, rgb, width, height)
+        face, pose_image = analysis.analyze_reference(face_landmarker, rgb, width, height, choose)
         return comfy.output(face, comfy.uint8_to_image_batch(pose_image[None]), notes=[note])
 
 
@@ -54,14 +72,18 @@ class FaceReenactment(io.ComfyNode):
                 io.Int.Input("smoothing_window", default=reenactment.REENACTMENT_SMOOTHING_WINDOW, min=1, max=61,
                              tooltip="Moving average over head poses in frames (the original uses 3)."),
                 schema.on_missing(),
+                *schema.face_choice(),
+                core_landmarks_input(),
             ],
             outputs=[sockets.Motion.Output("motion")],
         )
 
     @classmethod
     @comfy.user_errors
-    def execute(cls, face_landmarker, source_frames, face, fps, smoothing_window, on_missing) -> io.NodeOutput:
-        tracked = _track(face_landmarker, source_frames, "source frames", on_missing)
+    def execute(cls, face_landmarker, source_frames, face, fps, smoothing_window, on_missing, which_face="largest",
+                face_index=0, face_point="", face_landmarks=None) -> io.NodeOutput:
+        choose = selection.FaceChoice.from_inputs(which_face, face_index, face_point)
+        tracked = _track(face_landmarker, source_frames, "source frames", on_missing, choose, face_landmarks)
         motion = reenactment.reenact(tracked.faces, face, fps, smoothing_window)
         return comfy.output(motion, notes=[tracked.summary()])
 
@@ -81,14 +103,18 @@ class VideoPoseTemplate(io.ComfyNode):
                 io.Int.Input("smoothing_window", default=pose_template.TEMPLATE_SMOOTHING_WINDOW, min=1, max=61,
                              tooltip="Moving-average window in frames at 30 fps (the original uses 5)."),
                 schema.on_missing(),
+                *schema.face_choice(),
+                core_landmarks_input(),
             ],
             outputs=[sockets.PoseTemplate.Output("pose_template")],
         )
 
     @classmethod
     @comfy.user_errors
-    def execute(cls, face_landmarker, frames, fps, smoothing_window, on_missing="interpolate") -> io.NodeOutput:
-        tracked = _track(face_landmarker, frames, "frames", on_missing)
+    def execute(cls, face_landmarker, frames, fps, smoothing_window, on_missing="interpolate", which_face="largest",
+                face_index=0, face_point="", face_landmarks=None) -> io.NodeOutput:
+        choose = selection.FaceChoice.from_inputs(which_face, face_index, face_point)
+        tracked = _track(face_landmarker, frames, "frames", on_missing, choose, face_landmarks)
         template = pose_template.template_from_faces(tracked.faces, fps, smoothing_window)
         return comfy.output(template, notes=[tracked.summary()])
 

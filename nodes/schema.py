@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..aniportrait_lib.face import tracking
+from ..aniportrait_lib.face import selection, tracking
 from . import comfy_adapter as comfy
 
 ROOT = "AniPortrait"
@@ -68,3 +68,22 @@ def model_file(name: str, default: str, tooltip: str, extensions: tuple[str, ...
     """A combo over the files in ``models/aniportrait`` with these extensions."""
     return io.Combo.Input(name, options=comfy.list_model_files(*extensions), default=default,
                           tooltip=f"{tooltip} Put it in ComfyUI/models/aniportrait and press R to refresh.")
+
+
+def face_choice() -> list[io.Input]:
+    """Optional ``which_face``, ``face_index``, ``face_point``: which face when the picture has several people.
+
+    Appended at the END of a node's inputs (saved workflows keep their widget positions); read them with
+    ``selection.FaceChoice.from_inputs(which_face, face_index, face_point)``.
+    """
+    return [
+        io.Combo.Input("which_face", options=list(selection.CHOICES), default="largest", optional=True,
+                       tooltip="Which face when there are several: largest; index = by position, left to right "
+                               "(face_index); nearest = the face at or nearest face_point. Videos follow that person."),
+        io.Int.Input("face_index", default=0, min=0, max=selection.MAX_FACES - 1, optional=True,
+                     tooltip="With which_face = index: 0 = the leftmost face, 1 = the next one to its right, ... "
+                             "(by the centre of each face)."),
+        io.String.Input("face_point", default="", optional=True,
+                        tooltip="With which_face = nearest: x,y in pixels of the image, e.g. 320,180 (for a video, "
+                                "of its first frame with a face)."),
+    ]

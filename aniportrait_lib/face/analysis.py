@@ -8,6 +8,7 @@ import numpy as np
 from ..data import Face
 from .landmarker import FaceLandmarker
 from .renderer import draw_pose_image
+from .selection import LARGEST, FaceChoice
 
 
 def resize_for_analysis(rgb: np.ndarray, width: int = 0, height: int = 0) -> np.ndarray:
@@ -24,9 +25,16 @@ def resize_for_analysis(rgb: np.ndarray, width: int = 0, height: int = 0) -> np.
     return rgb
 
 
-def analyze_reference(landmarker: FaceLandmarker, rgb: np.ndarray, width: int = 0, height: int = 0) -> tuple[Face, np.ndarray]:
-    """The reference face and its pose image ``(h, w, 3)`` uint8 (the renderer's channel order)."""
-    face = landmarker.analyze(resize_for_analysis(rgb, width, height))
+def analyze_reference(landmarker: FaceLandmarker, rgb: np.ndarray, width: int = 0, height: int = 0,
+                      choose: FaceChoice = LARGEST) -> tuple[Face, np.ndarray]:
+    """The reference face and its pose image ``(h, w, 3)`` uint8 (the renderer's channel order).
+
+    ``choose`` picks the face when the photo has several; its point (``nearest``) is in pixels of ``rgb`` as
+    given, before any resize to ``width x height``.
+    """
+    image = resize_for_analysis(rgb, width, height)
+    scaled = choose.scaled(image.shape[1] / rgb.shape[1], image.shape[0] / rgb.shape[0])
+    face = landmarker.analyze(image, scaled)
     return face, draw_pose_image(face.landmarks, face.width, face.height, normalized=True)
 
 

@@ -10,6 +10,10 @@ Policies (``on_missing``):
   frames are dropped.
 
 Every policy needs at least one frame with a face (``stop`` needs the first frame to have one).
+
+With several people in view, a :class:`~.selection.FaceChoice` picks the face in the first frame where it finds
+it, and tracking follows that person from frame to frame by face box continuity
+(:func:`~.selection.follow_faces`); frames where that person is not found are the frames without a face.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..data import Face
+from .selection import LARGEST, FaceChoice, follow_faces
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,8 @@ class TrackedFaces:
     faces: list[Face]
     detected: np.ndarray
     total_frames: int
+    #: what the choice saw: "" with one face in view, else e.g. "2 faces in view, following the largest face"
+    choice_note: str = ""
 
     @property
     def filled(self) -> int:
@@ -58,6 +65,8 @@ class TrackedFaces:
             text += f", {self.filled} filled in"
         if self.dropped:
             text += f", {self.dropped} dropped after the first frame without a face"
+        if self.choice_note:
+            text += f"; {self.choice_note}"
         return text
 
 
@@ -101,8 +110,8 @@ def _fill_one(faces: list[Face | None], found: list[int], index: int, on_missing
 
 
 def track_faces(frames: Iterable[np.ndarray], landmarker, on_missing: str = "interpolate", progress: Progress | None = None,
-                count: int | None = None) -> TrackedFaces:
-    """Analyse every frame of a clip and apply the missing-face policy.
+                count: int | None = None, choose: FaceChoice = LARGEST) -> TrackedFaces:
+    """Find the chosen face in every frame of a clip, follow that person, and apply the missing-face policy.
 
     Args:
         frames: ``(T, H, W, 3)`` uint8 RGB frames, or any iterable of ``(H, W, 3)`` uint8 frames (read one at a
@@ -111,19 +120,22 @@ def track_faces(frames: Iterable[np.ndarray], landmarker, on_missing: str = "int
         on_missing: ``interpolate``, ``hold`` or ``stop`` (see the module docstring).
         progress: optional ``progress(done, total)`` per analysed frame.
         count: the number of frames when ``frames`` has no ``len`` (an iterator).
+        choose: which face when several are in view (default: the largest, in the first frame with a face).
     """
+    total = len(frames) if count is None else int(count)  # type: ignore[arg-type]
+    return track_detections((landmarker.detect(frame) for frame in frames), on_missing, progress, total, choose)
+
+
+def track_detections(detections: Iterable[Sequence[Face]], on_missing: str = "interpolate", progress: Progress | None = None,
+                     count: int | None = None, choose: FaceChoice = LARGEST) -> TrackedFaces:
+    """:func:`track_faces` on faces already found: per frame, every face found in it (e.g. core's FACE_LANDMARKS)."""
     if on_missing not in ON_MISSING:
         raise ValueError(f"on_missing must be one of {', '.join(ON_MISSING)}; got {on_missing!r}")
-    total = len(frames) if count is None else int(count)  # type: ignore[arg-type]
-    detections: list[Face | None] = []
-    for i, frame in enumerate(frames):
-        face = landmarker.analyze_frames([frame])[0]
-        detections.append(face)
-        if progress is not None:
-            progress(i + 1, total)
-        if face is None and on_missing == "stop":
-            break
-    detections += [None] * (total - len(detections))
-    tracked = fill_missing(detections, on_missing)
+    followed = follow_faces(detections, choose, on_missing == "stop", progress, count)
+    total = len(followed.faces) if count is None else int(count)
+    tracked = fill_missing(followed.faces + [None] * (total - len(followed.faces)), on_missing)
+    if followed.most_faces > 1:
+        tracked.choice_note = (f"up to {followed.most_faces} faces in view, following {choose.describe()} "
+                               f"(chosen in frame {followed.chosen_at})")
     log.info("AniPortrait face tracking: %s", tracked.summary())
     return tracked

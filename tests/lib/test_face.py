@@ -340,3 +340,41 @@ def test_face_validation(face_case):
         Face.from_dict({**good, "landmarks": good["landmarks"][:468]})
     with pytest.raises(ValueError, match="face data lacks transform"):
         Face.from_dict({k: v for k, v in good.items() if k != "transform"})
+
+
+# ----------------------------------------------------------------------------- newer ComfyUI's FACE_LANDMARKS
+
+
+def test_core_face_landmarks_convert_to_the_packs_own_faces(landmarker):
+    """A FACE_LANDMARKS value built in core's layout from the real MediaPipe landmarks of a two-person photo converts
+    back to the pack's own analysis of each face (landmarks, canonical mesh, head transform, blendshapes)."""
+    from PIL import Image
+
+    from aniportrait_lib.face import core_landmarks
+    from aniportrait_lib.face.selection import FaceChoice
+    from support.core_landmarks import core_face_landmarks
+    from support.paths import shared_assets_dir
+
+    with Image.open(shared_assets_dir() / "multiface" / "utility_hitpaw_video_enhance-1.webp") as im:
+        rgb = np.asarray(im.convert("RGB"))
+    own = landmarker.detect(rgb)
+    assert len(own) == 2
+    value = core_face_landmarks([[], own[::-1]], rgb.shape[1], rgb.shape[0])  # core's order need not be ours
+    assert core_landmarks.image_size(value) == (rgb.shape[1], rgb.shape[0])
+    assert core_landmarks.faces_in_frame(value, 0, landmarker.model) == []
+    converted = core_landmarks.faces_in_frame(value, 1, landmarker.model)[::-1]
+    for mine, theirs in zip(own, converted):
+        assert theirs.image_size == mine.image_size and theirs.blendshape_names == mine.blendshape_names
+        np.testing.assert_allclose(theirs.landmarks[:, :2], mine.landmarks[:, :2], atol=1e-6)  # float32 pixels
+        np.testing.assert_allclose(theirs.landmarks[:, 2], mine.landmarks[:, 2], atol=1e-5)  # z via the fitted crop scale
+        np.testing.assert_allclose(theirs.mesh_canonical, mine.mesh_canonical, atol=1e-4)  # cm (measured 1e-5)
+        np.testing.assert_allclose(theirs.transform, mine.transform, atol=1e-5)  # measured 5e-7
+        np.testing.assert_allclose(theirs.blendshapes, mine.blendshapes, atol=1e-7)
+    child = FaceChoice("nearest", point=(190.0, 100.0)).pick(converted)
+    assert child is converted[1]
+    with pytest.raises(ValueError, match=r"^frame 2 asked for but face_landmarks covers 2 images; set frame to 0\.\.1$"):
+        core_landmarks.faces_in_frame(value, 2, landmarker.model)
+    with pytest.raises(ValueError, match=r"^face_landmarks is not core's FACE_LANDMARKS value"):
+        core_landmarks.faces_in_frame({"frames": 3}, 0, landmarker.model)
+    with pytest.raises(ValueError, match=r"^face_landmarks covers 2 images but the frames input has 3; give core's Detect"):
+        core_landmarks.faces_per_frame(value, landmarker.model, 3)

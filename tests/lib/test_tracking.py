@@ -29,7 +29,9 @@ def test_interpolate_fills_every_faceless_frame_of_a_real_clip(guitar_detections
         tracked = tracking.track_faces(frames, lm, "interpolate", progress=lambda done, total: calls.append((done, total)))
     assert len(tracked.faces) == len(frames) and tracked.filled == len(missing) and tracked.dropped == 0
     assert calls[-1] == (len(frames), len(frames))
-    assert f"face found in {len(frames) - len(missing)} of {len(frames)} frames, {len(missing)} filled in" == tracked.summary()
+    # frames 23 and 25 also hold a small face-like patch (lower left) the many-face detector returns
+    assert (f"face found in {len(frames) - len(missing)} of {len(frames)} frames, {len(missing)} filled in; up to 2 faces "
+            f"in view, following the largest face (chosen in frame 0)") == tracked.summary()
     for i in missing:  # each filled frame lies between its nearest detected neighbours
         before = max(j for j in range(i) if detections[j] is not None) if any(detections[j] for j in range(i)) else None
         after = min((j for j in range(i + 1, len(frames)) if detections[j] is not None), default=None)

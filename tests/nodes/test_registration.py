@@ -100,16 +100,20 @@ def test_shared_inputs_are_identical_everywhere(registered):
     assert seen["video_size"] >= 3 and seen["resize_to_video_size"] >= 2 and seen["on_missing"] >= 4, seen
 
 
+#: widgets appended (optional) after the ones saved workflows hold: which face when there are several
+FACE_CHOICE = ["which_face", "face_index", "face_point"]
+
+
 def test_widget_order_and_defaults_of_saved_workflows_are_kept(registered):
     """Saved workflows store widget values by position: the shared pieces kept each node's widget order."""
     _, node_classes, infos = registered
     expected = {
-        "AniPortraitFaceAnalysis": ["width", "height"],
+        "AniPortraitFaceAnalysis": ["width", "height", *FACE_CHOICE],
         "AniPortraitFaceFromPoints": ["mode", "position", "fit", "width", "height"],
         "AniPortraitProjectLandmarks": ["width", "height"],
         "AniPortraitFaceCrop": ["width", "height", "scale", "vertical_offset", "smoothing", "on_missing", "pad"],
-        "AniPortraitFaceReenactment": ["fps", "smoothing_window", "on_missing"],
-        "AniPortraitVideoPoseTemplate": ["fps", "smoothing_window", "on_missing"],
+        "AniPortraitFaceReenactment": ["fps", "smoothing_window", "on_missing", *FACE_CHOICE],
+        "AniPortraitVideoPoseTemplate": ["fps", "smoothing_window", "on_missing", *FACE_CHOICE],
         "AniPortraitAlignVideoToAudio": ["fps", "length_rule", "out_fps"],
         "AniPortraitVideoHeadMotion": ["on_missing"],
     }
