@@ -17,7 +17,7 @@ from aniportrait_lib.face.selection import FaceChoice, face_box
 from support.media import real_clip_frames
 from support.paths import shared_assets_dir
 
-#: a followed face box moves at most this many face sizes between frames in this clip (measured: 0.04)
+#: a followed face box moves at most this many face sizes between frames in this clip (measured: 0.03 father, 0.06 child)
 MAX_STEP = 0.1
 POINT_ON_CHILD = (190.0, 100.0)
 POINT_ON_FATHER_CHIN = (150.0, 290.0)
