@@ -17,16 +17,19 @@ class FaceFromPoints(io.ComfyNode):
             display_name="AniPortrait Face From Points (by hand)",
             category=schema.FACE,
             description="The reference face placed by hand, for drawings and anime faces MediaPipe does not find: MediaPipe's canonical "
-                        "3D face is fitted to five points (or a box) and given out like AniPortrait Face Analysis' face "
-                        "(neutral expression).",
+                        "3D face is shaped to the drawing's proportions (eyes, mouth, lower face) and fitted through five points "
+                        "(or a box), and given out like AniPortrait Face Analysis' face (neutral expression).",
             inputs=[
                 sockets.FaceLandmarkerModel.Input("face_landmarker", tooltip="Its .task file holds the canonical face model."),
                 io.Image.Input("image", tooltip="Reference image (the first image of a batch is used); the points are in its pixels."),
                 io.Combo.Input("mode", options=list(placement.MODES), default="points",
-                               tooltip="points: five points; box: the face's box (from forehead to chin, cheek to cheek)."),
+                               tooltip="points: five points (and optional named ones); box: the face's box (from the hairline to "
+                                       "the chin, cheek to cheek; it may reach past the image, e.g. a chin below the frame)."),
                 io.String.Input("position", default="", placeholder="points: x,y; x,y; x,y; x,y; x,y    box: x0,y0,x1,y1",
                                 tooltip="Pixels of the image, origin top-left. Points: " + placement.POINTS_FORMAT
-                                        + " (JSON [{\"x\":..,\"y\":..}, ...] from a points editor works too). Box: " + placement.BOX_FORMAT + "."),
+                                        + ". Named points sharpen the fit, e.g. '...; chin=200,450; upper_lip=197,368'. JSON [{\"x\":..,\"y\":..}, ...] "
+                                        "from a points editor works too, or a JSON object of names ({\"left_eye\": [x, y], ..., \"chin\": [x, y]}). "
+                                        "Box: " + placement.BOX_FORMAT + "."),
                 io.Combo.Input("fit", options=list(placement.FITS), default="pose",
                                tooltip="points mode: pose = full head pose (turned and tilted heads); frontal = facing the camera, "
                                        "only tilted in the image plane (drawings with unusual proportions). A box is always frontal."),
