@@ -127,6 +127,7 @@ def check_output(path: Path, source: Path, frames: int, seconds: float) -> dict:
             if previous_src is not None and np.abs(got - previous_src).mean() <= same:
                 judder += 1
             count += 1
+        out.seek(0)
         audio = sum(f.samples for f in out.decode(audio=0)) / out.streams.audio[0].rate if out.streams.audio else 0.0
     return {"size": size, "fps": rate, "frames": count, "want_frames": frames, "audio_s": audio, "want_audio_s": seconds,
             "background_max_mean_diff": worst, "frames_closer_to_previous_source_frame": judder}
