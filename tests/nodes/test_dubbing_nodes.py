@@ -23,12 +23,12 @@ def test_align_video_to_audio_per_rule(nodes):
     audio = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}  # 1 s
     out = dubbing.AlignVideoToAudio.execute(frames, 25.0, audio, "loop", 30.0)
     aligned, aligned_audio, fps = out.result
-    assert aligned.shape[0] == 30 and fps == 30.0 and aligned_audio["waveform"].shape[-1] == 16000
-    shown = (aligned[:, 0, 0, 0] * 10).round().int().tolist()
+    assert aligned.num_frames == 30 and fps == 30.0 and aligned_audio["waveform"].shape[-1] == 16000
+    shown = (aligned.read_batch(0, 30)[:, 0, 0, 0] / 25.5).round().astype(int).tolist()  # frames are read, not copied
     assert shown[:12] == [0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 8, 9] and shown[12:15] == [8, 7, 6]  # back and forth after 0.4 s
     assert ui_text(out) == "10 frames at 25 fps -> 30 frames at 30 fps (loop; audio 1.00 s, kept 1.00 s)"
     trimmed, trimmed_audio, _ = dubbing.AlignVideoToAudio.execute(frames, 25.0, audio, "trim", 30.0).result
-    assert trimmed.shape[0] == 12 and trimmed_audio["waveform"].shape[-1] == 6400  # 0.4 s of video
+    assert trimmed.num_frames == 12 and trimmed_audio["waveform"].shape[-1] == 6400  # 0.4 s of video
 
 
 def test_video_head_motion_follows_the_real_head(nodes):
