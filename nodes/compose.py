@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..aniportrait_lib import compose, imaging
 from ..aniportrait_lib.compose import footage as footage_steps
-from ..aniportrait_lib.media.frames import ArrayFrames, Footage
+from ..aniportrait_lib.face import selection
 from . import comfy_adapter as comfy
 from . import schema, sockets, video_in
 
@@ -36,6 +36,10 @@ class FaceCrop(io.ComfyNode):
                 schema.on_missing(),
                 io.Combo.Input("pad", options=list(compose.PAD_MODES), default="edge",
                                tooltip="Parts of the crop outside the image: edge = repeat the border pixels, constant = black."),
+                *schema.face_choice(),
+                sockets.Face.Input("face", optional=True,
+                                   tooltip="Optional: a face placed by hand (AniPortrait Face From Points on this picture) for "
+                                           "drawings the landmarker cannot read; every frame is then cut at its window."),
             ],
             outputs=[io.Image.Output("crops", tooltip="The crops of a photo or IMAGE batch; of a VIDEO or aligned frames only "
                                                       "the first (the reference): the others are in cropped_frames."),
@@ -45,20 +49,25 @@ class FaceCrop(io.ComfyNode):
 
     @classmethod
     @comfy.user_errors
-    def execute(cls, face_landmarker, image, width, height, scale, vertical_offset, smoothing, on_missing, pad) -> io.NodeOutput:
-        if video_in.is_image_batch(image):
-            frames = comfy.image_batch_to_uint8(image, "image")
-            crops, info, tracked = compose.face_crop(frames, face_landmarker, (width, height), scale, vertical_offset,
-                                                     smoothing, on_missing, pad, comfy.progress(2 * len(frames)))
-            batch = comfy.levels_to_image_batch(crops)
-            cropped = Footage.of(ArrayFrames(batch, 30.0, "crops"))
-            return comfy.output(batch, info, cropped, notes=[tracked.summary()])
+    def execute(cls, face_landmarker, image, width, height, scale, vertical_offset, smoothing, on_missing, pad,
+                which_face="largest", face_index=0, face_point="", face=None) -> io.NodeOutput:
         source = video_in.footage_of(image, "image")
-        cropped, info, tracked = footage_steps.crop_footage(source, face_landmarker, (width, height), scale, vertical_offset,
-                                                            smoothing, on_missing, pad,
-                                                            comfy.progress(len(source.unique_sources()[0])))
-        first = cropped.read_batch(0, 1)
-        return comfy.output(comfy.uint8_to_image_batch(first), info, cropped, notes=[tracked.summary()])
+        notes = []
+        if face is not None:
+            cropped, info = footage_steps.crop_placed(source, face, (width, height), scale, vertical_offset, pad)
+            notes.append("cut at the given face's window in every frame")
+        else:
+            choose = selection.FaceChoice.from_inputs(which_face, face_index, face_point)
+            cropped, info, tracked = footage_steps.crop_footage(source, face_landmarker, (width, height), scale,
+                                                                vertical_offset, smoothing, on_missing, pad,
+                                                                comfy.progress(len(source.unique_sources()[0])), choose)
+            notes.append(tracked.summary())
+        if video_in.is_image_batch(image):  # all crops, as float levels: a crop pasted back unchanged stays exact
+            frames = comfy.image_batch_to_uint8(image, "image")[: info.num_frames]
+            crops = comfy.levels_to_image_batch(compose.crop_frames(frames, info.boxes, info.crop_size, pad))
+        else:
+            crops = comfy.uint8_to_image_batch(cropped.read_batch(0, 1))
+        return comfy.output(crops, info, cropped, notes=notes)
 
 
 class PasteBack(io.ComfyNode):

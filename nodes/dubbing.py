@@ -25,8 +25,7 @@ class AlignVideoToAudio(io.ComfyNode):
                         "frames are read from the video when a node needs them, so a ten-minute video stays on disk.",
             inputs=[
                 video_in.frames_input("frames", "The source video (Load Video), or its frames as an IMAGE batch."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of an IMAGE batch (a VIDEO knows its own and ignores this)."),
+                schema.source_fps(25.0),
                 io.Audio.Input("audio", tooltip="The new speech."),
                 io.Combo.Input("length_rule", options=list(dubbing.LENGTH_RULES), default="loop", tooltip=LENGTH_RULE_TOOLTIP),
                 io.Float.Input("out_fps", default=30.0, min=1.0, max=60.0, step=1.0, tooltip="Frame rate of the dubbed video (the released models: 30)."),

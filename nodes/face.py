@@ -5,19 +5,21 @@ from comfy_api.latest import io
 
 from ..aniportrait_lib.face import analysis, core_landmarks, selection, tracking
 from ..aniportrait_lib.motion import pose_template, reenactment
+from ..aniportrait_lib.compose import footage as footage_steps
 from . import comfy_adapter as comfy
-from . import schema, sockets
+from . import schema, sockets, video_in
 from .core_faces import FaceLandmarks
 
-def _track(face_landmarker, frames, what: str, on_missing: str, choose: selection.FaceChoice,
+def _track(face_landmarker, footage, on_missing: str, choose: selection.FaceChoice,
            face_landmarks=None) -> tracking.TrackedFaces:
-    """The followed face of every frame: found by the pack's landmarker, or read from core's FACE_LANDMARKS."""
-    images = comfy.image_batch_to_uint8(frames, what)
+    """The followed face of every frame of footage (read a frame at a time): found by the pack's landmarker, or read
+    from core's FACE_LANDMARKS."""
     if face_landmarks is not None:
-        detections = core_landmarks.faces_per_frame(face_landmarks, face_landmarker.model, len(images),
-                                                    (images.shape[2], images.shape[1]))
-        return tracking.track_detections(detections, on_missing, comfy.progress(len(images)), len(images), choose)
-    return tracking.track_faces(images, face_landmarker, on_missing, comfy.progress(len(images)), choose=choose)
+        count = footage.num_frames
+        detections = core_landmarks.faces_per_frame(face_landmarks, face_landmarker.model, count, footage.size)
+        return tracking.track_detections(detections, on_missing, comfy.progress(count), count, choose)
+    progress = comfy.progress(len(footage.unique_sources()[0]))
+    return footage_steps.track_footage(footage, face_landmarker, on_missing, progress, choose)
 
 
 def core_landmarks_input() -> io.Input:
@@ -66,7 +68,7 @@ class FaceReenactment(io.ComfyNode):
                         "frame, the source's head rotation, translation re-anchored on the reference. Project and render it like any motion.",
             inputs=[
                 sockets.FaceLandmarkerModel.Input("face_landmarker"),
-                io.Image.Input("source_frames", tooltip="Frames of the driving video (e.g. core Get Video Components)."),
+                video_in.frames_input("source_frames", "The driving video (Load Video), or its frames as an IMAGE batch."),
                 sockets.Face.Input("face", tooltip="The reference face (AniPortrait Face Analysis)."),
                 schema.source_fps(30.0),
                 io.Int.Input("smoothing_window", default=reenactment.REENACTMENT_SMOOTHING_WINDOW, min=1, max=61,
@@ -83,8 +85,9 @@ class FaceReenactment(io.ComfyNode):
     def execute(cls, face_landmarker, source_frames, face, fps, smoothing_window, on_missing, which_face="largest",
                 face_index=0, face_point="", face_landmarks=None) -> io.NodeOutput:
         choose = selection.FaceChoice.from_inputs(which_face, face_index, face_point)
-        tracked = _track(face_landmarker, source_frames, "source frames", on_missing, choose, face_landmarks)
-        motion = reenactment.reenact(tracked.faces, face, fps, smoothing_window)
+        footage = video_in.footage_of(source_frames, "source frames", fps)  # a VIDEO brings its own fps
+        tracked = _track(face_landmarker, footage, on_missing, choose, face_landmarks)
+        motion = reenactment.reenact(tracked.faces, face, footage.fps, smoothing_window)
         return comfy.output(motion, notes=[tracked.summary()])
 
 
@@ -98,7 +101,7 @@ class VideoPoseTemplate(io.ComfyNode):
             description="Extracts the head motion of a video (relative to its first frame, resampled to 30 fps, smoothed) as a pose template.",
             inputs=[
                 sockets.FaceLandmarkerModel.Input("face_landmarker"),
-                io.Image.Input("frames", tooltip="Video frames, e.g. from core Get Video Components."),
+                video_in.frames_input("frames", "The video (Load Video), or its frames as an IMAGE batch."),
                 schema.source_fps(25.0),
                 io.Int.Input("smoothing_window", default=pose_template.TEMPLATE_SMOOTHING_WINDOW, min=1, max=61,
                              tooltip="Moving-average window in frames at 30 fps (the original uses 5)."),
@@ -114,8 +117,9 @@ class VideoPoseTemplate(io.ComfyNode):
     def execute(cls, face_landmarker, frames, fps, smoothing_window, on_missing="interpolate", which_face="largest",
                 face_index=0, face_point="", face_landmarks=None) -> io.NodeOutput:
         choose = selection.FaceChoice.from_inputs(which_face, face_index, face_point)
-        tracked = _track(face_landmarker, frames, "frames", on_missing, choose, face_landmarks)
-        template = pose_template.template_from_faces(tracked.faces, fps, smoothing_window)
+        footage = video_in.footage_of(frames, "frames", fps)  # a VIDEO brings its own fps
+        tracked = _track(face_landmarker, footage, on_missing, choose, face_landmarks)
+        template = pose_template.template_from_faces(tracked.faces, footage.fps, smoothing_window)
         return comfy.output(template, notes=[tracked.summary()])
 
 

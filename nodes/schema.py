@@ -24,7 +24,7 @@ CHECKPOINT_EXTENSIONS = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 
 ON_MISSING_TOOLTIP = ("Frames where no face is found: interpolate = between the nearest frames with a face (held at the "
                       "ends), hold = repeat the last face, stop = end at the first such frame (the original's behaviour).")
-SOURCE_FPS_TOOLTIP = "Frame rate of the source video (connect Get Video Components' fps)."
+SOURCE_FPS_TOOLTIP = "Frame rate of frames given as an IMAGE batch (a VIDEO brings its own and ignores this)."
 
 
 def video_size() -> list[io.Int.Input]:

@@ -38,6 +38,8 @@ DEFAULT_SMOOTHING = 9
 PAD_MODES = ("edge", "constant")
 #: Lanczos kernel radius (taps each side at 1:1)
 LANCZOS_A = 4
+#: face outline points kept per frame in the crop info (the face-shaped paste-back mask and the face size use them)
+HULL_POINTS = 64
 
 
 def check_crop_size(width: int, height: int, min_size: int = 64, max_size: int = 2048) -> tuple[int, int]:
@@ -217,36 +219,30 @@ def crop_frames(frames: np.ndarray, boxes: np.ndarray, crop_size: tuple[int, int
 # ----------------------------------------------------------------------------- the whole step
 
 
+def face_outline(points: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` face points -> ``(HULL_POINTS, 2)``: their convex hull (what the face mask and the face size use;
+    a face mesh's hull has about 40 vertices), padded by repeating its last vertex."""
+    import cv2
+
+    hull = cv2.convexHull(np.asarray(points, dtype=np.float32)).reshape(-1, 2).astype(np.float64)
+    if len(hull) >= HULL_POINTS:
+        return hull[np.linspace(0, len(hull), HULL_POINTS, endpoint=False).astype(int)]
+    return np.concatenate([hull, np.repeat(hull[-1:], HULL_POINTS - len(hull), axis=0)])  # repeats leave the hull as is
+
+
 def crop_info_for_faces(tracked: tracking.TrackedFaces, crop_size: tuple[int, int], scale: float = DEFAULT_SCALE,
                         vertical_offset: float = DEFAULT_VERTICAL_OFFSET, smoothing: int = DEFAULT_SMOOTHING,
-                        on_missing: str = "interpolate") -> CropInfo:
+                        on_missing: str = "interpolate", to_source: float = 1.0,
+                        source_size: tuple[int, int] | None = None) -> CropInfo:
     """Crop windows for tracked faces: raw boxes, filled over face-less frames, smoothed.
 
-    Returns a :class:`CropInfo` with ``(T, 4)`` boxes, the faces' ``(T, 478, 2)`` landmarks in source
-    pixels and which frames had a detected face.
+    ``to_source`` scales the faces' pixels to the source's (faces tracked on a shrunk copy), ``source_size`` is the
+    source's ``(width, height)`` (default: the faces' image size). Returns a :class:`CropInfo` with ``(T, 4)`` boxes,
+    each face's outline ``(T, HULL_POINTS, 2)`` in source pixels and which frames had a detected face.
     """
     faces: Sequence[Face] = tracked.faces
-    points = np.stack([face.landmarks_px() for face in faces])
+    points = [face.landmarks_px() * to_source for face in faces]
     raw = np.stack([crop_box_for_face(face_box(p), crop_size, scale, vertical_offset) for p in points])
     boxes = smooth_boxes(fill_boxes(raw, tracked.detected, on_missing), smoothing)
-    return CropInfo(boxes, faces[0].image_size, crop_size, points, tracked.detected.copy())
-
-
-def face_crop(frames: np.ndarray, landmarker, crop_size: tuple[int, int], scale: float = DEFAULT_SCALE,
-              vertical_offset: float = DEFAULT_VERTICAL_OFFSET, smoothing: int = DEFAULT_SMOOTHING,
-              on_missing: str = "interpolate", pad: str = "edge",
-              progress: Progress | None = None) -> tuple[np.ndarray, CropInfo, tracking.TrackedFaces]:
-    """Track the face of a photo or clip and crop it: ``(T, H, W, 3)`` uint8 -> crops, crop info, tracking.
-
-    Crops are ``(T', h, w, 3)`` float32 levels (:func:`crop_frames`) with ``T' = T`` (``T' < T`` when ``on_missing`` = stop cut the clip).
-    ``progress(done, 2 * T)`` covers tracking then cropping.
-    """
-    crop_size = check_crop_size(*crop_size)
-    total = 2 * len(frames)
-    track_progress = (lambda done, _: progress(done, total)) if progress else None
-    tracked = tracking.track_faces(frames, landmarker, on_missing, track_progress)
-    info = crop_info_for_faces(tracked, crop_size, scale, vertical_offset, smoothing, on_missing)
-    kept = len(tracked.faces)
-    crop_progress = (lambda done, _: progress(len(frames) + done * len(frames) // kept, total)) if progress else None
-    crops = crop_frames(frames[:kept], info.boxes, crop_size, pad, crop_progress)
-    return crops, info, tracked
+    size = source_size if source_size is not None else faces[0].image_size
+    return CropInfo(boxes, size, crop_size, np.stack([face_outline(p) for p in points]), tracked.detected.copy())

@@ -14,18 +14,17 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from ..data import CropInfo
+from ..data import CropInfo, Face
 from ..face import tracking
+from ..face.selection import LARGEST, FaceChoice
 from ..media.frames import CroppedFrames, Footage
 from .crop import (DEFAULT_SCALE, DEFAULT_SMOOTHING, DEFAULT_VERTICAL_OFFSET, check_crop_size, crop_box_for_face,
-                   face_box, fill_boxes, resample, smooth_boxes)
+                   crop_info_for_faces, face_box, face_outline, resample)
 
 Progress = Callable[[int, int], None]
 
 #: frames are tracked at most this many pixels on their long side (the face still spans >= 100 px in a 1080p portrait)
 ANALYSIS_LONG_SIDE = 960
-#: face outline points kept per frame for the face-shaped paste-back mask (the mesh's silhouette)
-HULL_POINTS = 64
 
 
 def analysis_scale(size: tuple[int, int], long_side: int = ANALYSIS_LONG_SIDE) -> float:
@@ -43,8 +42,9 @@ def _shrunk(frames, scale: float):
 
 
 def track_sources(footage: Footage, landmarker, on_missing: str = "interpolate", progress: Optional[Progress] = None,
-                  long_side: int = ANALYSIS_LONG_SIDE) -> tuple[tracking.TrackedFaces, np.ndarray]:
-    """Track every source frame the timeline shows, once each, in file order.
+                  choose: FaceChoice = LARGEST, long_side: int = ANALYSIS_LONG_SIDE) -> tuple[tracking.TrackedFaces, np.ndarray]:
+    """Track every source frame the timeline shows, once each, in file order, following the person ``choose`` picks
+    (its point in source pixels).
 
     Returns ``(tracked, sources)``: the faces of ``sources`` (ascending source frame indices; ``stop`` may keep
     fewer) measured on frames shrunk to ``long_side``; their landmarks are normalized, so
@@ -53,34 +53,38 @@ def track_sources(footage: Footage, landmarker, on_missing: str = "interpolate",
     sources, _ = footage.unique_sources()
     scale = analysis_scale(footage.size, long_side)
     frames = _shrunk(footage.reader.read(sources), scale)
-    return tracking.track_faces(frames, landmarker, on_missing, progress, count=len(sources)), sources
+    tracked = tracking.track_faces(frames, landmarker, on_missing, progress, count=len(sources), choose=choose.scaled(scale, scale))
+    return tracked, sources
 
 
-def track_footage(footage: Footage, landmarker, on_missing: str = "interpolate",
-                  progress: Optional[Progress] = None) -> tracking.TrackedFaces:
+def track_footage(footage: Footage, landmarker, on_missing: str = "interpolate", progress: Optional[Progress] = None,
+                  choose: FaceChoice = LARGEST) -> tracking.TrackedFaces:
     """One face per timeline frame (a source frame shown twice is tracked once); ``stop`` cuts the timeline at the
     first frame whose source frame has no face."""
-    tracked, sources = track_sources(footage, landmarker, on_missing, progress)
-    _, inverse = footage.unique_sources()
-    kept = inverse < len(tracked.faces)
-    if not kept.all():
-        inverse = inverse[: int(np.argmin(kept))]
+    tracked, _ = track_sources(footage, landmarker, on_missing, progress, choose)
+    return on_timeline(tracked, footage)
+
+
+def on_timeline(tracked: tracking.TrackedFaces, footage: Footage) -> tracking.TrackedFaces:
+    """Faces of the footage's unique source frames -> one per timeline frame."""
+    inverse = _kept_timeline(footage, len(tracked.faces))
     faces = [tracked.faces[i] for i in inverse]
-    return tracking.TrackedFaces(faces, tracked.detected[inverse], footage.num_frames)
+    timeline = tracking.TrackedFaces(faces, tracked.detected[inverse], footage.num_frames)
+    timeline.choice_note = tracked.choice_note
+    return timeline
 
 
-def _outline(points: np.ndarray) -> np.ndarray:
-    """``(N, 2)`` face points -> their convex hull resampled to :data:`HULL_POINTS` points (what the face mask uses)."""
-    hull = cv2.convexHull(points.astype(np.float32)).reshape(-1, 2).astype(np.float64)
-    if len(hull) >= HULL_POINTS:
-        return hull[np.linspace(0, len(hull), HULL_POINTS, endpoint=False).astype(int)]
-    return np.concatenate([hull, np.repeat(hull[-1:], HULL_POINTS - len(hull), axis=0)])  # repeats leave the hull as is
+def _kept_timeline(footage: Footage, kept: int) -> np.ndarray:
+    """The inverse index of the timeline frames up to the first whose source frame was not tracked (``stop``)."""
+    _, inverse = footage.unique_sources()
+    missing = inverse >= kept
+    return inverse[: int(np.argmax(missing))] if missing.any() else inverse
 
 
 def crop_footage(footage: Footage, landmarker, crop_size: tuple[int, int], scale: float = DEFAULT_SCALE,
                  vertical_offset: float = DEFAULT_VERTICAL_OFFSET, smoothing: int = DEFAULT_SMOOTHING,
-                 on_missing: str = "interpolate", pad: str = "edge",
-                 progress: Optional[Progress] = None) -> tuple[Footage, CropInfo, tracking.TrackedFaces]:
+                 on_missing: str = "interpolate", pad: str = "edge", progress: Optional[Progress] = None,
+                 choose: FaceChoice = LARGEST) -> tuple[Footage, CropInfo, tracking.TrackedFaces]:
     """Track the face of footage and give its crops as footage read on demand.
 
     The crop windows are smoothed along the source frames (real time, whatever the timeline repeats) and then
@@ -89,20 +93,34 @@ def crop_footage(footage: Footage, landmarker, crop_size: tuple[int, int], scale
     of the source frames.
     """
     crop_size = check_crop_size(*crop_size)
-    tracked, sources = track_sources(footage, landmarker, on_missing, progress)
-    to_source = 1.0 / analysis_scale(footage.size)
-    kept = len(tracked.faces)
-    points = [face.landmarks_px() * to_source for face in tracked.faces]
-    raw = np.stack([crop_box_for_face(face_box(p), crop_size, scale, vertical_offset) for p in points])
-    boxes = smooth_boxes(fill_boxes(raw, tracked.detected, on_missing), smoothing)
-    outlines = np.stack([_outline(p) for p in points])
-    source_boxes = _every_source_frame(boxes, sources[:kept], footage.reader.num_frames)
-    _, inverse = footage.unique_sources()
-    inverse = inverse[: int(np.argmax(inverse >= kept))] if (inverse >= kept).any() else inverse
-    info = CropInfo(boxes[inverse], footage.size, crop_size, outlines[inverse], tracked.detected[inverse].copy())
+    tracked, sources = track_sources(footage, landmarker, on_missing, progress, choose)
+    per_source = crop_info_for_faces(tracked, crop_size, scale, vertical_offset, smoothing, on_missing,
+                                     1.0 / analysis_scale(footage.size), footage.size)
+    inverse = _kept_timeline(footage, len(tracked.faces))
+    info = CropInfo(per_source.boxes[inverse], footage.size, crop_size, per_source.face_points[inverse],
+                    per_source.detected[inverse])
+    source_boxes = _every_source_frame(per_source.boxes, sources[: len(tracked.faces)], footage.reader.num_frames)
     cropper = CroppedFrames(footage.reader, source_boxes, crop_size, lambda frame, box: _crop(frame, box, crop_size, pad))
-    timeline = Footage(cropper, footage.index[: len(inverse)], footage.fps, footage.length_rule)
-    return timeline, info, tracked
+    return Footage(cropper, footage.index[: len(inverse)], footage.fps, footage.length_rule), info, tracked
+
+
+def crop_placed(footage: Footage, face: Face, crop_size: tuple[int, int], scale: float = DEFAULT_SCALE,
+                vertical_offset: float = DEFAULT_VERTICAL_OFFSET, pad: str = "edge") -> tuple[Footage, CropInfo]:
+    """Crops of footage around a face placed by hand (Face From Points) or found elsewhere: the same window in every
+    frame, no tracking. The face's image size must be the footage's (it was placed on these frames)."""
+    crop_size = check_crop_size(*crop_size)
+    if tuple(face.image_size) != tuple(footage.size):
+        raise ValueError(f"the face was placed on a {face.image_size[0]}x{face.image_size[1]} image but the frames are "
+                         f"{footage.size[0]}x{footage.size[1]}; place it on this picture (Face From Points with "
+                         "width and height 0) or leave the face input empty to find the face")
+    points = face.landmarks_px()
+    box = crop_box_for_face(face_box(points), crop_size, scale, vertical_offset)
+    count = footage.num_frames
+    info = CropInfo(np.repeat(box[None], count, axis=0), footage.size, crop_size,
+                    np.repeat(face_outline(points)[None], count, axis=0))
+    boxes = np.repeat(box[None], footage.reader.num_frames, axis=0)
+    cropper = CroppedFrames(footage.reader, boxes, crop_size, lambda frame, b: _crop(frame, b, crop_size, pad))
+    return footage.with_reader(cropper), info
 
 
 def _every_source_frame(boxes: np.ndarray, sources: np.ndarray, num_source: int) -> np.ndarray:

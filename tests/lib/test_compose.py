@@ -35,6 +35,15 @@ def guitar(landmarker):
     return frames, tracking.track_faces(frames, landmarker)
 
 
+def face_crop(frames: np.ndarray, landmarker, crop_size: tuple[int, int], **options):
+    """Face Crop's IMAGE path: track (footage read a frame at a time), then the crops as float levels."""
+    from aniportrait_lib.compose.footage import crop_footage
+    from aniportrait_lib.media.frames import ArrayFrames, Footage
+
+    _, info, tracked = crop_footage(Footage.of(ArrayFrames(frames, 30.0)), landmarker, crop_size, **options)
+    return compose.crop_frames(frames[: info.num_frames], info.boxes, info.crop_size), info, tracked
+
+
 @pytest.fixture(scope="module")
 def photo():
     from skimage import data
@@ -43,7 +52,7 @@ def photo():
 
 
 def test_default_framing_matches_aniportrait_crops(landmarker, photo):
-    crops, info, tracked = compose.face_crop(photo[None], landmarker, (512, 512))
+    crops, info, tracked = face_crop(photo[None], landmarker, (512, 512))
     assert crops.shape == (1, 512, 512, 3) and info.num_frames == 1 and tracked.filled == 0
     face = landmarker.analyze(imaging.frames_to_uint8(crops[:1] / 255.0, "crop")[0])  # measured on the crop itself (as an 8-bit image)
     points = face.landmarks_px()
@@ -52,7 +61,7 @@ def test_default_framing_matches_aniportrait_crops(landmarker, photo):
     assert 0.45 <= (x1 - x0) / 512 <= 0.55
     assert 0.37 <= eyes_y / 512 <= 0.43
     assert abs((x0 + x1) / 2 - 256) < 8  # centred
-    assert info.face_points.shape == (1, 478, 2) and info.source_size == (512, 512) and info.crop_size == (512, 512)
+    assert info.face_points.shape == (1, crop_mod.HULL_POINTS, 2) and info.source_size == (512, 512) and info.crop_size == (512, 512)
 
 
 def test_crop_box_keeps_the_crop_aspect_and_offset_moves_it():
@@ -105,7 +114,7 @@ def _identity_round_trip(frames: np.ndarray, info: CropInfo, mask: str):
 def test_identity_paste_back_reproduces_the_original(landmarker, photo, guitar, mask):
     frames, tracked = guitar
     cases = {  # crop sizes that upscale the window (about 1.7x), so pasting back shrinks it again
-        "photo": (photo[None], compose.face_crop(photo[None], landmarker, (320, 320))[1]),
+        "photo": (photo[None], face_crop(photo[None], landmarker, (320, 320))[1]),
         "clip frame 3": (frames[3:4], compose.crop_info_for_faces(tracking.fill_missing([tracked.faces[3]]), (320, 320))),
     }
     for name, (images, info) in cases.items():
@@ -221,7 +230,7 @@ def test_errors_say_what_to_connect(photo):
                                          r"pixels; got 24$"):
         compose.paste_frames(gen[:4], np.stack([photo] * 4), info, feather=24)
     with pytest.raises(ValueError, match=r"^the crop size must be a multiple of 8 from 64 to 2048 on each side; got 500x512"):
-        compose.face_crop(photo[None], None, (500, 512))
+        face_crop(photo[None], None, (500, 512))
     with pytest.raises(ValueError, match=r"^the smoothing window must be at least 1 frame, got 0"):
         compose.smooth_boxes(info.boxes, 0)
     with pytest.raises(ValueError, match=r"^pad must be one of edge, constant; got 'mirror'"):

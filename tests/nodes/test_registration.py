@@ -111,7 +111,7 @@ def test_widget_order_and_defaults_of_saved_workflows_are_kept(registered):
         "AniPortraitFaceAnalysis": ["width", "height", *FACE_CHOICE],
         "AniPortraitFaceFromPoints": ["mode", "position", "fit", "width", "height"],
         "AniPortraitProjectLandmarks": ["width", "height"],
-        "AniPortraitFaceCrop": ["width", "height", "scale", "vertical_offset", "smoothing", "on_missing", "pad"],
+        "AniPortraitFaceCrop": ["width", "height", "scale", "vertical_offset", "smoothing", "on_missing", "pad", *FACE_CHOICE],
         "AniPortraitFaceReenactment": ["fps", "smoothing_window", "on_missing", *FACE_CHOICE],
         "AniPortraitVideoPoseTemplate": ["fps", "smoothing_window", "on_missing", *FACE_CHOICE],
         "AniPortraitAlignVideoToAudio": ["fps", "length_rule", "out_fps"],
