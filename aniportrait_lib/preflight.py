@@ -103,6 +103,39 @@ VAE_DECODE_ADVICE = ("decode with 'AniPortrait Decode To Video' instead of VAE D
                      "chunks of frames into the mp4 and never holds the whole video.")
 
 
+# ----------------------------------------------------------------------------- video jobs (crop, paste back)
+
+
+def paste_back_bytes(frames: int, width: int, height: int, originals: int, crop_w: int, crop_h: int) -> int:
+    """Paste Back (IMAGE out): per output frame the uint8 frame and mask, the float32 IMAGE and MASK made from them
+    (3 x 4 + 4 bytes a pixel); the originals as uint8; the generated crops as float32 levels."""
+    px = int(width) * int(height)
+    return int(frames) * px * (3 + 1 + 12 + 4) + int(originals) * px * 3 + int(frames) * int(crop_w) * int(crop_h) * 3 * 4
+
+
+PASTE_BACK_ADVICE = ("use AniPortrait Paste Back To Video: it decodes, pastes and encodes a chunk of frames at a "
+                     "time and never holds the video (1080p: 41 MB a frame as IMAGE).")
+
+
+def paste_video_bytes(chunk_frames: int, width: int, height: int) -> int:
+    """Paste Back To Video: one chunk of source frames and composites (uint8) plus the float work on one frame
+    (its window at most the whole frame: the resampled crop, the mask and the blend, float64)."""
+    px = int(width) * int(height)
+    return int(chunk_frames) * px * 3 * 2 + px * (3 + 1 + 3) * 8
+
+
+PASTE_VIDEO_ADVICE = "lower chunk_frames (each chunk holds that many source frames)."
+
+
+def face_crop_bytes(frames: int, width: int, height: int, crop_w: int, crop_h: int) -> int:
+    """Face Crop of an IMAGE batch: the frames as uint8, the crops as float32 levels and as the float32 IMAGE."""
+    return int(frames) * (int(width) * int(height) * 3 + int(crop_w) * int(crop_h) * 3 * 8)
+
+
+FACE_CROP_ADVICE = ("connect the video itself (core Load Video, or Align Video To Audio's frames) instead of its "
+                    "frames as IMAGE: then the crops are cut when read and only the first is given as IMAGE.")
+
+
 # ----------------------------------------------------------------------------- audio models
 
 
@@ -145,7 +178,8 @@ class Estimate:
 
 
 def estimate(step: str, on_gpu: bool, **sizes: Any) -> Estimate:
-    """The estimate for ``step`` (``pose_images``, ``sampler``, ``audio2mesh``, ``vae_decode``) from its sizes.
+    """The estimate for ``step`` (``pose_images``, ``sampler``, ``audio2mesh``, ``vae_decode``, ``paste_back``,
+    ``paste_video``, ``face_crop``) from its sizes.
 
     On the CPU (``on_gpu`` False) what would live on the GPU is added to RAM.
     """
@@ -170,6 +204,18 @@ def estimate(step: str, on_gpu: bool, **sizes: Any) -> Estimate:
         need = audio2mesh_bytes(pass_secs, sizes.get("model")) + 8 * int(50 * secs) * 768 * 4
         what = f"Audio2Mesh ({secs:.0f} s of audio)"
         return Estimate(0, need + module_bytes(sizes.get("model")), what, AUDIO_ADVICE) if on_gpu else Estimate(need, 0, what, AUDIO_ADVICE)
+    if step == "paste_back":
+        f, w, h = sizes["frames"], sizes["width"], sizes["height"]
+        need = paste_back_bytes(f, w, h, sizes.get("originals", f), *sizes.get("crop_size", (512, 512)))
+        return Estimate(need, 0, f"Paste Back ({f} frames at {w}x{h})", PASTE_BACK_ADVICE)
+    if step == "paste_video":
+        c, w, h = sizes["chunk_frames"], sizes["width"], sizes["height"]
+        return Estimate(paste_video_bytes(c, w, h), 0, f"Paste Back To Video (chunks of {c} frames at {w}x{h})",
+                        PASTE_VIDEO_ADVICE)
+    if step == "face_crop":
+        f, w, h = sizes["frames"], sizes["width"], sizes["height"]
+        need = face_crop_bytes(f, w, h, *sizes["crop_size"])
+        return Estimate(need, 0, f"Face Crop of {f} images at {w}x{h}", FACE_CROP_ADVICE)
     if step == "vae_decode":
         f, w, h = sizes["frames"], sizes["width"], sizes["height"]
         return Estimate(vae_decode_ram_bytes(f, w, h), 0, f"VAE Decode ({f} frames at {w}x{h})", VAE_DECODE_ADVICE)

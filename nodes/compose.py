@@ -52,6 +52,9 @@ class FaceCrop(io.ComfyNode):
     def execute(cls, face_landmarker, image, width, height, scale, vertical_offset, smoothing, on_missing, pad,
                 which_face="largest", face_index=0, face_point="", face=None) -> io.NodeOutput:
         source = video_in.footage_of(image, "image")
+        if video_in.is_image_batch(image):
+            comfy.check_memory("face_crop", frames=source.num_frames, width=source.size[0], height=source.size[1],
+                               crop_size=(width, height))
         notes = []
         if face is not None:
             cropped, info = footage_steps.crop_placed(source, face, (width, height), scale, vertical_offset, pad)
@@ -101,6 +104,10 @@ class PasteBack(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, generated, crop_info, original, mask, expand, feather, color_match) -> io.NodeOutput:
+        count = len(original) if video_in.is_image_batch(original) else original.num_frames
+        comfy.check_memory("paste_back", frames=max(len(generated), count), width=crop_info.source_size[0],
+                           height=crop_info.source_size[1], originals=count,
+                           crop_size=(generated.shape[2], generated.shape[1]))
         gen = comfy.image_batch_to_levels(generated, "generated")  # unrounded: a crop pasted back unchanged stays exact
         originals = (comfy.image_batch_to_uint8(original, "original") if video_in.is_image_batch(original)
                      else original.read_batch(0, original.num_frames))

@@ -48,6 +48,7 @@ class PasteBackToVideo(io.ComfyNode):
                 crf, audio=None) -> io.NodeOutput:
         latents = frame_latents(samples, vae)
         footage = _original_footage(original, latents.shape[0], fps)
+        comfy.check_memory("paste_video", chunk_frames=chunk_frames, width=footage.size[0], height=footage.size[1])
         plan = paste_video.plan_paste(footage, crop_info, latents.shape[0])
         codec = encode.pick_codec(quality, crf)
         wav, rate = (audio["waveform"], int(audio["sample_rate"])) if audio is not None else (None, 0)

@@ -14,7 +14,7 @@ from support.comfy_server import execution_error, load_workflow, unique_prefix
 from support.golden import load_case, tolerance_numbers
 from support.media import frames_at_30fps
 from support.prompts import node_id
-from support.reports import node_text
+from support.reports import node_text, saved_mp4
 
 pytestmark = pytest.mark.e2e
 
@@ -54,6 +54,7 @@ def test_pose_template_from_a_video_drives_the_head(server, head_video):
     save_images = node_id(prompt, "SaveImage")
     prompt[save_template]["inputs"]["filename_prefix"] = prefix = unique_prefix("aniportrait/pose_template")
     prompt[save_images]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/templated_pose")
+    prompt[node_id(prompt, "SaveVideo")]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/templated_pose_video")
     history = server.run(prompt)
     err = execution_error(history)
     assert err is None, err and (err.get("node_type"), err.get("exception_message"))
@@ -70,7 +71,9 @@ def test_pose_template_from_a_video_drives_the_head(server, head_video):
     assert _tracking_note(history, node_id(prompt, "AniPortraitVideoPoseTemplate")) == (video_frames, video_frames)
 
     frames = frames_at_30fps(server.input_dir / "aniportrait_speech.wav")
-    assert len(history["outputs"][save_images]["images"]) == frames
+    assert len(history["outputs"][save_images]["images"]) == min(16, frames)  # a preview
+    video = saved_mp4(server, history, node_id(prompt, "SaveVideo"))  # every templated pose frame
+    assert video["frames"] == frames and video["audio_streams"] == 1
 
 
 def test_face_reenactment_from_a_video_draws_one_pose_image_per_frame(server):
@@ -80,11 +83,13 @@ def test_face_reenactment_from_a_video_draws_one_pose_image_per_frame(server):
     prompt = copy.deepcopy(load_workflow("aniportrait_reenactment_api.json"))
     save = node_id(prompt, "SaveImage")
     prompt[save]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/reenacted_pose")
+    prompt[node_id(prompt, "SaveVideo")]["inputs"]["filename_prefix"] = unique_prefix("aniportrait/reenacted_pose_video")
     history = server.run(prompt)
     err = execution_error(history)
     assert err is None, err and (err.get("node_type"), err.get("exception_message"))
     images = history["outputs"][save]["images"]
-    assert len(images) == len(frames)
+    assert len(images) == min(16, len(frames))  # a preview; the video holds every frame
+    assert saved_mp4(server, history, node_id(prompt, "SaveVideo"))["frames"] == len(frames)
     found, total = _tracking_note(history, node_id(prompt, "AniPortraitFaceReenactment"))
     assert total == len(frames) and found == len(frames)
     from aniportrait_lib.face import renderer

@@ -99,3 +99,39 @@ def test_small_runs_fit() -> None:
                         ("vae_decode", dict(frames=90, width=512, height=512))]:
         need = preflight.estimate(step, False, **sizes)
         assert need.ram < 4e9, (step, need.ram)
+
+
+def test_paste_back_estimate_covers_what_paste_back_allocates() -> None:
+    """The IMAGE path's estimate against the arrays a real paste-back run makes (frames, masks, their float IMAGE and
+    MASK, the originals and the float generated crops)."""
+    from aniportrait_lib import compose, imaging
+    from aniportrait_lib.data import CropInfo
+
+    frames, w, h, crop = 4, 160, 120, 64
+    originals = np.random.default_rng(0).integers(0, 255, (frames, h, w, 3), dtype=np.uint8)
+    generated = np.random.default_rng(1).uniform(0, 255, (frames, crop, crop, 3)).astype(np.float32)
+    info = CropInfo(np.tile([40.0, 20.0, 120.0, 100.0], (frames, 1)), (w, h), (crop, crop))
+    out, masks = compose.paste_frames(generated, originals, info)
+    image, mask = imaging.uint8_to_float(out), imaging.uint8_to_float(masks)
+    measured = (out.nbytes + masks.nbytes + image.numel() * 4 + mask.numel() * 4 + originals.nbytes + generated.nbytes)
+    assert preflight.paste_back_bytes(frames, w, h, frames, crop, crop) == measured
+
+
+def test_a_long_1080p_video_is_refused_as_image_and_fits_when_streamed() -> None:
+    """Ten minutes of 1080p dubbing at 30 fps cannot be pasted back as IMAGE on a 24 GB machine; Paste Back To
+    Video needs one chunk of frames, the same whatever the length."""
+    image = preflight.estimate("paste_back", False, frames=18000, width=1920, height=1080, originals=18000,
+                               crop_size=(512, 512))
+    with pytest.raises(ValueError, match=r"^Paste Back \(18000 frames at 1920x1080\) needs about 9\d\d\.\d GB of RAM "
+                                         r"but 24\.0 GB are free; use AniPortrait Paste Back To Video"):
+        preflight.check(image.ram, 24e9, image.what, image.advice)
+    streamed = preflight.estimate("paste_video", False, chunk_frames=16, width=1920, height=1080)
+    assert streamed.ram < 0.5e9
+    preflight.check(streamed.ram, 24e9, streamed.what, streamed.advice)
+    crop = preflight.estimate("face_crop", False, frames=18000, width=1920, height=1080, crop_size=(512, 512))
+    with pytest.raises(ValueError, match=r"^Face Crop of 18000 images at 1920x1080 needs about .* GB of RAM but 24\.0 "
+                                         r"GB are free; connect the video itself"):
+        preflight.check(crop.ram, 24e9, crop.what, crop.advice)
+    short = preflight.estimate("paste_back", False, frames=300, width=1920, height=1080, originals=300,
+                               crop_size=(512, 512))
+    assert short.ram < 24e9  # 10 s still fits as IMAGE: only what cannot fit is refused

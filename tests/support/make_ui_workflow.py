@@ -70,7 +70,7 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
         [
             ("Your inputs", "inputs", [["1", "2"]]),
             ("1 · Audio → motion", "motion", [["3", "4", "5"], ["6", "7", "8"]]),
-            ("2 · Motion → pose images", "pose", [["9", "10"], ["11"], ["12", "13"]]),
+            ("2 · Motion → pose images and a pose video", "pose", [["9", "10"], ["11"], ["12", "13"]]),
         ],
     ),
     "aniportrait_audio2video": (
@@ -97,8 +97,8 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
         "Lips from the speech, head motion copied from a video (a pose template, also saved as .npy).",
         [
             ("Your inputs", "inputs", [["1", "2", "8"]]),
-            ("1 · Audio + video → motion", "motion", [["3", "4", "5"], ["6", "7", "9"], ["10", "11"], ["12"]]),
-            ("2 · Motion → pose images", "pose", [["13", "14"], ["15"]]),
+            ("1 · Audio + video → motion", "motion", [["3", "4", "5"], ["6", "7"], ["10", "11"], ["12"]]),
+            ("2 · Motion → pose images and a pose video", "pose", [["13", "14"], ["15"], ["16", "17"]]),
         ],
     ),
     "aniportrait_reenactment": (
@@ -107,8 +107,8 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
         "*aniportrait_audio2video* template.",
         [
             ("Your inputs", "inputs", [["1", "8"]]),
-            ("1 · Driving video → motion", "motion", [["4", "5"], ["9", "12"]]),
-            ("2 · Motion → pose images", "pose", [["10", "13"], ["11"]]),
+            ("1 · Driving video → motion", "motion", [["4", "5"], ["12"]]),
+            ("2 · Motion → pose images and a pose video", "pose", [["10", "13"], ["11"], ["14", "15"]]),
         ],
     ),
     "aniportrait_photo_paste_back": (
@@ -119,18 +119,19 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
             ("1 · Photo → face crop", "crop", [["3", "4"], ["5"]]),
             ("2 · Audio → motion, edited", "motion", [["6", "7", "8"], ["9", "10"], ["11"]]),
             ("3 · Motion → pose images", "pose", [["12", "13"], ["14"]]),
-            ("4 · Landmarks → video, pasted back", "video", [["15", "16", "17"], ["23"], ["18"], ["19", "20"], ["21", "22"]]),
+            ("4 · Landmarks → video, pasted back", "video", [["15", "16", "17"], ["23"], ["18"], ["19", "22"]]),
         ],
     ),
     "aniportrait_dubbing": (
-        "Dubbing: a video + new speech → the video at its own size with the new speech: the face follows the "
-        "video's head and the speech's lips. The video is looped back and forth to the speech's length.",
+        "Dubbing: a video + new speech → the video at its own size and frame rate with the new speech: the face "
+        "follows the video's head and the speech's lips. The video is read from disk as needed (any length) and "
+        "looped back and forth to the speech's length.",
         [
             ("Your inputs", "inputs", [["1", "2"]]),
-            ("1 · Video on the speech's timeline → face crops", "crop", [["3", "4"], ["5", "6"], ["7", "8"]]),
+            ("1 · Video on the speech's timeline → face crops", "crop", [["4", "5"], ["6"], ["8"]]),
             ("2 · Speech + video head → motion", "motion", [["9", "10", "11"], ["12"]]),
             ("3 · Motion → pose images", "pose", [["13", "14"], ["15"]]),
-            ("4 · Landmarks → video, pasted back", "video", [["16", "17", "18"], ["24"], ["19"], ["20", "21"], ["22", "23"]]),
+            ("4 · Landmarks → video, pasted back", "video", [["16", "17", "18"], ["24"], ["19"], ["20", "23"]]),
         ],
     ),
 }
@@ -363,7 +364,9 @@ def make_thumbnails(url: str, names: list[str]) -> None:
     reenact = json.loads((PROMPTS / "aniportrait_reenactment_api.json").read_text())
     save = next(k for k, n in reenact.items() if n["class_type"] == "SaveImage")
     reenact[save] = {"class_type": "PreviewImage", "inputs": reenact[save]["inputs"]}
-    reenact["90"] = {"class_type": "PreviewImage", "inputs": {"images": [next(k for k, n in reenact.items() if n["class_type"] == "GetVideoComponents"), 0]}}
+    video = next(k for k, n in reenact.items() if n["class_type"] == "LoadVideo")
+    reenact["89"] = {"class_type": "GetVideoComponents", "inputs": {"video": [video, 0]}}  # the thumbnail's frames only
+    reenact["90"] = {"class_type": "PreviewImage", "inputs": {"images": ["89", 0]}}
     h1, h2 = _run(url, prompt), _run(url, reenact)
     ref_pose = _fetch(url, h1["outputs"]["6"]["images"][0])
     mid = len(h2["outputs"][save]["images"]) // 2
