@@ -42,6 +42,18 @@ def _finite_array(value: Any, shape: tuple[int | None, ...], name: str, dtype=np
     return arr
 
 
+#: MediaPipe's 52 blendshape names minus ``_neutral``, in its order
+BLENDSHAPE_NAMES = tuple("""
+browDownLeft browDownRight browInnerUp browOuterUpLeft browOuterUpRight cheekPuff cheekSquintLeft cheekSquintRight eyeBlinkLeft
+eyeBlinkRight eyeLookDownLeft eyeLookDownRight eyeLookInLeft eyeLookInRight eyeLookOutLeft eyeLookOutRight eyeLookUpLeft eyeLookUpRight
+eyeSquintLeft eyeSquintRight eyeWideLeft eyeWideRight jawForward jawLeft jawOpen jawRight mouthClose
+mouthDimpleLeft mouthDimpleRight mouthFrownLeft mouthFrownRight mouthFunnel mouthLeft mouthLowerDownLeft mouthLowerDownRight mouthPressLeft
+mouthPressRight mouthPucker mouthRight mouthRollLower mouthRollUpper mouthShrugLower mouthShrugUpper mouthSmileLeft mouthSmileRight
+mouthStretchLeft mouthStretchRight mouthUpperUpLeft mouthUpperUpRight noseSneerLeft noseSneerRight
+""".split())
+assert len(BLENDSHAPE_NAMES) == NUM_BLENDSHAPES
+
+
 @dataclass
 class Face:
     """Everything AniPortrait needs to know about one face in one image.
@@ -57,6 +69,10 @@ class Face:
         blendshapes: ``(51,)`` float64 scores in [0, 1], ``_neutral`` dropped, order = blendshape_names.
         blendshape_names: the 51 ARKit-style names.
         image_size: ``(width, height)`` in pixels of the analysed image.
+        offset_map: optional ``(468, 3, 3)`` float64: the linear map each vertex's motion offsets (cm, from the
+            speech or a driving face, measured on human proportions) go through before they are added to
+            ``mesh_canonical``: a face placed on a drawing (Face From Points) is the canonical face reshaped, and
+            this is that reshaping's local stretch, so lips open in proportion to the drawn mouth. None: identity.
     """
 
     landmarks: np.ndarray
@@ -65,6 +81,7 @@ class Face:
     blendshapes: np.ndarray
     blendshape_names: list[str]
     image_size: tuple[int, int]
+    offset_map: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.landmarks = _finite_array(self.landmarks, (NUM_LANDMARKS, 3), "landmarks")
@@ -78,6 +95,15 @@ class Face:
         if len(size) != 2 or min(size) <= 0:
             raise ValueError(f"image_size must be (width, height) > 0, got {self.image_size}")
         self.image_size = size  # type: ignore[assignment]
+        if self.offset_map is not None:
+            self.offset_map = _finite_array(self.offset_map, (NUM_MESH_LANDMARKS, 3, 3), "offset_map")
+
+    def map_offsets(self, offsets: np.ndarray) -> np.ndarray:
+        """Motion offsets ``(..., 468, 3)`` (cm) through :attr:`offset_map` (unchanged when it is None)."""
+        offsets = np.asarray(offsets, dtype=np.float64)
+        if self.offset_map is None:
+            return offsets
+        return np.einsum("vij,...vj->...vi", self.offset_map, offsets)
 
     @property
     def width(self) -> int:
@@ -100,6 +126,7 @@ class Face:
             "blendshapes": self.blendshapes.tolist(),
             "blendshape_names": list(self.blendshape_names),
             "image_size": list(self.image_size),
+            **({"offset_map": self.offset_map.tolist()} if self.offset_map is not None else {}),
         }
 
     @classmethod
@@ -109,7 +136,7 @@ class Face:
         missing = [k for k in keys if k not in data]
         if missing:
             raise ValueError(f"face data lacks {', '.join(missing)}")
-        return cls(**{k: data[k] for k in keys})
+        return cls(**{k: data[k] for k in keys}, offset_map=data.get("offset_map"))
 
 
 @dataclass

@@ -33,9 +33,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..data import NUM_LANDMARKS, Face
+from ..data import BLENDSHAPE_NAMES, NUM_LANDMARKS, Face
 from .geometry import CanonicalFaceModel, metric_geometry
-from .placement import BLENDSHAPE_NAMES
 
 WHAT = "face_landmarks"
 

@@ -37,7 +37,7 @@ from scipy.interpolate import PchipInterpolator
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
-from ..data import NUM_BLENDSHAPES, NUM_LANDMARKS, NUM_MESH_LANDMARKS, Face
+from ..data import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, NUM_LANDMARKS, NUM_MESH_LANDMARKS, Face
 from . import pose_math
 from .geometry import CanonicalFaceModel
 
@@ -81,16 +81,6 @@ SCALE_LIMIT, GAP_LIMIT = 3.0, 5.0
 #: a placed face's relief (cm) is flattened to look as from at least this far (a portrait's distance, cm): the
 #: pack's camera sees a close-up from centimetres away, and drawings have next to no perspective
 MIN_DISTANCE_CM = 50.0
-#: MediaPipe's 52 blendshape names minus ``_neutral``, in its order
-BLENDSHAPE_NAMES = tuple("""
-browDownLeft browDownRight browInnerUp browOuterUpLeft browOuterUpRight cheekPuff cheekSquintLeft cheekSquintRight eyeBlinkLeft
-eyeBlinkRight eyeLookDownLeft eyeLookDownRight eyeLookInLeft eyeLookInRight eyeLookOutLeft eyeLookOutRight eyeLookUpLeft eyeLookUpRight
-eyeSquintLeft eyeSquintRight eyeWideLeft eyeWideRight jawForward jawLeft jawOpen jawRight mouthClose
-mouthDimpleLeft mouthDimpleRight mouthFrownLeft mouthFrownRight mouthFunnel mouthLeft mouthLowerDownLeft mouthLowerDownRight mouthPressLeft
-mouthPressRight mouthPucker mouthRight mouthRollLower mouthRollUpper mouthShrugLower mouthShrugUpper mouthSmileLeft mouthSmileRight
-mouthStretchLeft mouthStretchRight mouthUpperUpLeft mouthUpperUpRight noseSneerLeft noseSneerRight
-""".split())
-assert len(BLENDSHAPE_NAMES) == NUM_BLENDSHAPES
 
 
 @dataclass
@@ -506,6 +496,15 @@ def shaped_mesh(model: CanonicalFaceModel, d: np.ndarray) -> tuple[np.ndarray, n
     return mesh, np.concatenate(iris)
 
 
+def offset_map(model: CanonicalFaceModel, d: np.ndarray) -> np.ndarray:
+    """``(468, 3, 3)`` the reshaping's local stretch at each canonical vertex (central differences, region weights held):
+    :attr:`Face.offset_map`, so that motion measured on human proportions moves the drawing in proportion."""
+    shape, d = _shape(model), np.asarray(d, dtype=np.float64)
+    v, w = shape.vertices, shape.weights(shape.vertices)
+    moved = [shape.deform(v + 1e-3 * e, w, d[:-1], d[-1]) - shape.deform(v - 1e-3 * e, w, d[:-1], d[-1]) for e in np.eye(3)]
+    return np.stack(moved, axis=2) / 2e-3
+
+
 def landmarks_from_transform(transform: np.ndarray, mesh: np.ndarray, iris: np.ndarray, width: int, height: int) -> np.ndarray:
     """``(478, 3)`` MediaPipe-style landmarks of a mesh ``(468, 3)`` and iris ``(10, 3)`` (cm) posed by ``transform``.
 
@@ -528,9 +527,9 @@ def face_from_transform(transform: np.ndarray, model: CanonicalFaceModel, width:
     by ``transform``. Its ``mesh_canonical`` is the shaped mesh: what motion is added to, so it starts on the drawing."""
     mesh, iris = shaped_mesh(model, np.append(np.zeros(len(_bounds()[0])), 1.0) if shape is None else shape)
     landmarks = landmarks_from_transform(transform, mesh, iris, width, height)
-    assert landmarks.shape == (NUM_LANDMARKS, 3)
     return Face(landmarks=landmarks, mesh_canonical=mesh, transform=np.asarray(transform, dtype=np.float64),
-                blendshapes=np.zeros(NUM_BLENDSHAPES), blendshape_names=list(BLENDSHAPE_NAMES), image_size=(width, height))
+                blendshapes=np.zeros(NUM_BLENDSHAPES), blendshape_names=list(BLENDSHAPE_NAMES), image_size=(width, height),
+                offset_map=None if shape is None else offset_map(model, shape))
 
 
 def place_face(points: np.ndarray, width: int, height: int, model: CanonicalFaceModel, fit: str = "pose",

@@ -17,10 +17,10 @@ def motion_from_mesh_offsets(offsets: np.ndarray, face: Face, fps: float) -> Mot
 
     Args:
         offsets: ``(T, 468, 3)`` per-frame vertex displacements (cm) from the canonical reference mesh.
-        face: the reference face.
+        face: the reference face (a face placed on a drawing maps the offsets to its proportions).
         fps: frame rate of the offsets.
     """
-    meshes = np.asarray(offsets, dtype=np.float64) + face.mesh_canonical[None]
+    meshes = face.map_offsets(offsets) + face.mesh_canonical[None]
     return Motion(meshes, np.zeros((meshes.shape[0], 6)), fps)
 
 

@@ -163,7 +163,7 @@ def retarget(
     sizes = {tuple(f.image_size) for f in faces}
     if len(sizes) != 1:
         raise ValueError(f"all source frames must have the same size; got {sorted(sizes)}")
-    return retarget_arrays(
+    result = retarget_arrays(
         np.stack([f.transform for f in faces]),
         np.stack([f.mesh_canonical for f in faces]),
         np.stack([f.blendshapes for f in faces]),
@@ -172,6 +172,9 @@ def retarget(
         smoothing_window,
         frame_size=faces[-1].image_size,
     )
+    if reference.offset_map is not None:  # a drawn reference: the source's expressions at the drawing's proportions
+        result.meshes = reference.map_offsets(result.meshes - reference.mesh_canonical) + reference.mesh_canonical
+    return result
 
 
 def reenact(

@@ -368,3 +368,28 @@ def test_mouth_motion_stays_on_the_drawing(model, stylized):
         assert np.linalg.norm(five[[0, 1, 3, 4]] - points[[0, 1, 3, 4]], axis=1).max() < 0.03 * iod
     gap = frames[:, pl.LOWER_LIP, 1] - frames[:, pl.UPPER_LIP, 1]
     assert np.all(np.diff(gap) > 0) and gap[-1] - gap[0] > 0.05 * iod
+
+
+def test_lip_motion_is_scaled_to_the_drawn_mouth(model, stylized):
+    """The placed face maps motion offsets through its reshaping: a lip opening measured on human proportions opens
+    a drawn mouth in proportion to its width (the mouth region's scale), and a detected face's offsets stay as they are."""
+    from aniportrait_lib.data import Face
+    from aniportrait_lib.motion.build import motion_from_mesh_offsets
+    from tools import score_stylized as ss
+
+    v = np.asarray(model.vertices, dtype=np.float64)
+    human_width = np.linalg.norm(v[291] - v[61])
+    for key, item in stylized.items():
+        points, _ = pl.parse_points(ss.position_text(item["points"], False))
+        face = pl.place_face(points, *item["size"], model).face
+        mouth_scale = np.linalg.norm(face.mesh_canonical[291] - face.mesh_canonical[61]) / human_width
+        offsets = np.zeros((1, 468, 3))
+        offsets[0, pl.LOWER_LIP, 1] = -1.0  # the lower lip 1 cm down
+        moved = motion_from_mesh_offsets(offsets, face, 30.0).meshes[0] - face.mesh_canonical
+        drop = -moved[pl.LOWER_LIP, 1]
+        print(f"[placement] {key}: mouth {mouth_scale:.2f} x the human width, a 1 cm lip drop moves {drop:.2f} cm")
+        assert abs(drop - mouth_scale) < 0.1 * mouth_scale, (key, drop, mouth_scale)
+        assert np.abs(np.delete(moved, pl.LOWER_LIP, axis=0)).max() == 0.0  # only the moved vertex moves
+        assert np.allclose(Face.from_dict(face.to_dict()).offset_map, face.offset_map)
+    detected = Face.from_dict({**face.to_dict(), "offset_map": None})
+    assert np.array_equal(motion_from_mesh_offsets(offsets, detected, 30.0).meshes[0] - detected.mesh_canonical, offsets[0])
