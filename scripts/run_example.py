@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_INPUTS = REPO / "example_inputs"
 WORKFLOWS = ("aniportrait_audio2video", "aniportrait_audio2video_ksampler", "aniportrait_stage1", "aniportrait_pose_template",
-             "aniportrait_reenactment", "aniportrait_photo_paste_back", "aniportrait_dubbing")
+             "aniportrait_reenactment", "aniportrait_photo_paste_back", "aniportrait_dubbing", "aniportrait_two_speakers")
 DEMO_BANNER = "DEMO: random weights, the video is noise"
 #: loader node -> (its file input, the option that replaces it)
 INPUT_NODES = {"LoadImage": ("image", "image"), "LoadAudio": ("audio", "audio"), "LoadVideo": ("file", "video")}
@@ -75,7 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="which workflow to run (default: aniportrait_audio2video, the whole pipeline)")
     ap.add_argument("--image", type=Path, help="your portrait, or your photo for aniportrait_photo_paste_back "
                                                "(default: the workflow's image in example_inputs/)")
-    ap.add_argument("--audio", type=Path, help="your speech clip (default: example_inputs/aniportrait_speech.wav)")
+    ap.add_argument("--audio", type=Path, help="your speech clip (default: example_inputs/aniportrait_speech.wav); for "
+                                               "aniportrait_two_speakers the left person's")
+    ap.add_argument("--audio2", type=Path, help="aniportrait_two_speakers: the right person's speech (as long as --audio)")
     ap.add_argument("--video", type=Path, help="your driving video (reenactment), head-motion video (pose template) "
                                                "or video to dub (dubbing); default: the workflow's video in example_inputs/")
     ap.add_argument("--comfyui", type=Path, default=os.environ.get("ANIPORTRAIT_COMFYUI") or None,
@@ -122,8 +124,8 @@ def preflight(args: argparse.Namespace) -> dict:
 
 def check_args(args: argparse.Namespace, prompt: dict) -> None:
     """Every problem with the arguments in one sentence each, before anything starts (exit code 2)."""
-    used = {opt for node in prompt.values() for cls, (_, opt) in INPUT_NODES.items() if node["class_type"] == cls}
-    for opt in ("image", "audio", "video"):
+    used = {opt for _, _, opt in input_slots(prompt)}
+    for opt in ("image", "audio", "audio2", "video"):
         path = getattr(args, opt)
         if path is None:
             continue
@@ -318,13 +320,23 @@ def copy_input(src: Path, input_dir: Path) -> str:
     raise Fail(f"cannot place {src.name} in {input_dir}: both {src.name} and its hashed name are taken by other files")
 
 
-def place_inputs(prompt: dict, args: argparse.Namespace, input_dir: Path) -> None:
-    input_dir.mkdir(parents=True, exist_ok=True)
+def input_slots(prompt: dict) -> list[tuple[dict, str, str]]:
+    """``(node, its file input, the option that replaces it)`` of each input loader; a second Load Audio (the
+    second speaker) is ``--audio2``."""
+    slots, seen = [], {}
     for node in prompt.values():
         if node["class_type"] in INPUT_NODES:
             key, opt = INPUT_NODES[node["class_type"]]
-            src = getattr(args, opt) or EXAMPLE_INPUTS / node["inputs"][key]
-            node["inputs"][key] = copy_input(src, input_dir)
+            seen[opt] = seen.get(opt, 0) + 1
+            slots.append((node, key, opt if seen[opt] == 1 else f"{opt}{seen[opt]}"))
+    return slots
+
+
+def place_inputs(prompt: dict, args: argparse.Namespace, input_dir: Path) -> None:
+    input_dir.mkdir(parents=True, exist_ok=True)
+    for node, key, opt in input_slots(prompt):
+        src = getattr(args, opt) or EXAMPLE_INPUTS / node["inputs"][key]
+        node["inputs"][key] = copy_input(src, input_dir)
 
 
 # ----------------------------------------------------------------------------------------------- ComfyUI

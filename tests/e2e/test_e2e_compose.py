@@ -210,3 +210,51 @@ def test_dubbing_a_25_fps_720p_video_keeps_its_frames_and_rate(stage2_models, ca
                    for k in (j - 1, j + 1) if 0 <= k < len(source)) for j in range(len(source))]
     assert max(same) < 2.0, f"background differs from the source by {max(same):.2f} levels (codec error is < 2)"
     assert all(s < 0.5 * n for s, n in zip(same, nearest)), "an output frame matches a neighbouring source frame better"
+
+
+def test_two_speakers_are_both_animated_in_turn_in_one_picture(stage2_models, capsys):
+    """The two-speaker workflow on its example picture and tracks: each face is pasted back (both face boxes change),
+    each Audio2Mesh rests the mouth while the other person speaks, and the video carries both tracks."""
+    import shutil
+
+    from aniportrait_lib.face.landmarker import FaceLandmarker
+    from support.paths import REPO_ROOT
+
+    server = stage2_models
+    for name in ("aniportrait_two_people.png", "aniportrait_speaker_1.wav", "aniportrait_speaker_2.wav"):
+        shutil.copyfile(REPO_ROOT / "example_inputs" / name, server.input_dir / name)
+    prompt = copy.deepcopy(load_workflow("aniportrait_two_speakers_api.json"))
+    for node in prompt.values():
+        cls, inputs = node["class_type"], node["inputs"]
+        if cls == "AniPortraitFaceCrop":
+            inputs["width"] = inputs["height"] = CROP
+        elif cls in ("AniPortraitFaceAnalysis", "AniPortraitProjectLandmarks", "AniPortraitVideoConditioning"):
+            inputs["width"] = inputs["height"] = SIZE
+        elif cls == "AniPortraitSampler":
+            inputs["steps"] = 2
+        elif cls == "SaveVideo":
+            inputs["filename_prefix"] = unique_prefix("aniportrait/two_speakers")
+    history = _run_timed(server, prompt, "aniportrait_two_speakers (350x350 picture, two 4.1 s tracks)", capsys)
+    frames, seconds = _speech(server.input_dir / "aniportrait_speaker_1.wav")
+    path = _check_mp4(server, history, node_id(prompt, "SaveVideo"), (350, 350), frames, seconds)
+    rests = {}
+    for crop in (n for n, spec in prompt.items() if spec["class_type"] == "AniPortraitFaceCrop"):
+        mesh = next(n for n, spec in prompt.items() if spec["class_type"] == "AniPortraitAudio2Mesh"
+                    and prompt[spec["inputs"]["face"][0]]["inputs"]["image"] == [crop, 0])
+        text = node_text(history, mesh)
+        match = re.search(r"mouth at rest in \d+ pauses?: ([\d.]+) s of ([\d.]+) s", text)
+        assert match, text
+        rests[prompt[crop]["inputs"]["face_index"]] = float(match.group(1))
+    with capsys.disabled():
+        print(f"[compose]   seconds at rest: left person {rests[0]:.2f}, right person {rests[1]:.2f}")
+    # the left person speaks 0-2.0 s and rests while the right one speaks (2.4-3.8 s), and the other way round
+    assert rests[0] >= 1.5 and rests[1] >= 2.0
+    picture = np.asarray(Image.open(server.input_dir / "aniportrait_two_people.png").convert("RGB")).astype(np.int16)
+    with av.open(str(path)) as container:
+        middle = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][frames // 2].astype(np.int16)
+    landmarker = FaceLandmarker(server.models_dir / "aniportrait" / "face_landmarker.task")
+    faces = landmarker.detect(picture.astype(np.uint8))
+    assert len(faces) == 2
+    for face in faces:  # each face box holds generated pixels (random weights: far from the picture)
+        (x0, y0), (x1, y1) = face.landmarks_px()[:468].min(0).astype(int), face.landmarks_px()[:468].max(0).astype(int)
+        assert np.abs(middle[y0:y1, x0:x1] - picture[y0:y1, x0:x1]).mean() > 10.0

@@ -89,7 +89,7 @@ def test_missing_stage2_file_is_reported_once_naming_file_and_folder(stage2_mode
 
 
 @pytest.mark.parametrize("name", ["aniportrait_stage1", "aniportrait_audio2video", "aniportrait_audio2video_ksampler", "aniportrait_pose_template", "aniportrait_reenactment",
-                                  "aniportrait_photo_paste_back", "aniportrait_dubbing"])
+                                  "aniportrait_photo_paste_back", "aniportrait_dubbing", "aniportrait_two_speakers"])
 def test_ui_workflows_match_their_api_twins_and_the_live_nodes(server, name):
     """The drag-and-drop UI files are what tests/support/make_ui_workflow.py makes from the API twin and /object_info."""
     from support.make_ui_workflow import api_to_ui

@@ -127,7 +127,7 @@ def screenshot_dir(tmp_path_factory, frontend):
 
 def test_workflows_folder_holds_only_ui_workflows_each_with_its_thumbnail():
     assert NAMES == ["aniportrait_audio2video", "aniportrait_audio2video_ksampler", "aniportrait_dubbing", "aniportrait_photo_paste_back", "aniportrait_pose_template",
-                     "aniportrait_reenactment", "aniportrait_stage1"]
+                     "aniportrait_reenactment", "aniportrait_stage1", "aniportrait_two_speakers"]
     for name in NAMES:
         wf = json.loads((WORKFLOWS / f"{name}.json").read_text())
         assert "nodes" in wf and "links" in wf and "version" in wf, f"{name}.json is not a UI-format workflow"

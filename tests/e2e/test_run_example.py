@@ -239,14 +239,14 @@ def test_every_workflow_has_its_example_inputs_and_takes_only_its_own():
     for name in run_example.WORKFLOWS:
         prompt = run_example.load_prompt(name)
         inputs[name] = {}
-        for node in prompt.values():
-            if node["class_type"] in run_example.INPUT_NODES:
-                key, opt = run_example.INPUT_NODES[node["class_type"]]
-                inputs[name][opt] = node["inputs"][key]
-                assert (REPO / "example_inputs" / node["inputs"][key]).is_file(), (name, node["inputs"][key])
+        for node, key, opt in run_example.input_slots(prompt):
+            inputs[name][opt] = node["inputs"][key]
+            assert (REPO / "example_inputs" / node["inputs"][key]).is_file(), (name, node["inputs"][key])
     assert sorted(run_example.WORKFLOWS) == sorted(p.name[:-len("_api.json")] for p in (REPO / "tests" / "e2e" / "prompts").glob("*_api.json"))
     assert inputs["aniportrait_photo_paste_back"] == {"image": "aniportrait_photo.png", "audio": "aniportrait_speech.wav"}
     assert inputs["aniportrait_dubbing"] == {"video": "dubbing_source.mp4", "audio": "aniportrait_speech.wav"}
+    assert inputs["aniportrait_two_speakers"] == {"image": "aniportrait_two_people.png", "audio": "aniportrait_speaker_1.wav",
+                                                  "audio2": "aniportrait_speaker_2.wav"}
 
 
 @pytest.mark.parametrize("workflow, given, refused", [

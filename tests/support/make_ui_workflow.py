@@ -134,6 +134,18 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
             ("4 · Landmarks → video, pasted back", "video", [["16", "17", "18"], ["24"], ["19"], ["20", "23"]]),
         ],
     ),
+    "aniportrait_two_speakers": (
+        "Two people in one picture, one speech track each: both faces are cropped (Face Crop picks each by "
+        "face_index, left to right), animated, and pasted back one after the other into the one picture. Each "
+        "track is silent while the other person speaks, and Audio2Mesh rests the mouth in those pauses.",
+        [
+            ("Your inputs", "inputs", [["1", "2", "3"]]),
+            ("Models", "note", [["4", "5"], ["6", "7", "8"]]),
+            ("1 · Left person (face_index 0)", "crop", [["10", "11"], ["12", "13", "14"], ["15"], ["16"]]),
+            ("2 · Right person (face_index 1)", "motion", [["20", "21"], ["22", "23", "24"], ["25"], ["26"]]),
+            ("3 · Both pasted back, with both tracks", "video", [["30", "31"], ["32", "33"]]),
+        ],
+    ),
 }
 
 NOTE_ID = 100
@@ -342,8 +354,19 @@ def _compose_panels(url: str) -> dict:
     from PIL import Image
 
     photo = Image.open(EXAMPLE_INPUTS / "aniportrait_photo.png").convert("RGB")
-    return {"aniportrait_photo_paste_back": [photo, first["5"], first["6"]],
-            "aniportrait_dubbing": [first["16"], first["17"], first["18"]]}
+    panels = {"aniportrait_photo_paste_back": [photo, first["5"], first["6"]],
+              "aniportrait_dubbing": [first["16"], first["17"], first["18"]]}
+    two = {"1": {"class_type": "LoadImage", "inputs": {"image": "aniportrait_two_people.png"}}, "2": prompt["2"]}
+    for i in (0, 1):
+        two[f"3{i}"] = {"class_type": "AniPortraitFaceCrop", "inputs": {**prompt_crop_inputs(), "face_landmarker": ["2", 0],
+                                                                       "image": ["1", 0], "which_face": "index", "face_index": i}}
+        two[f"4{i}"] = {"class_type": "AniPortraitFaceAnalysis", "inputs": {"face_landmarker": ["2", 0], "image": [f"3{i}", 0],
+                                                                           "width": 512, "height": 512}}
+        two[f"5{i}"] = {"class_type": "PreviewImage", "inputs": {"images": [f"4{i}", 1]}}
+    h = _run(url, two)
+    picture = Image.open(EXAMPLE_INPUTS / "aniportrait_two_people.png").convert("RGB")
+    panels["aniportrait_two_speakers"] = [picture] + [_fetch(url, h["outputs"][f"5{i}"]["images"][0]) for i in (0, 1)]
+    return panels
 
 
 def prompt_crop_inputs() -> dict:
@@ -386,8 +409,9 @@ def make_thumbnails(url: str, names: list[str]) -> None:
               "aniportrait_audio2video_ksampler": "speech + portrait -> landmarks -> KSampler video",
               "aniportrait_pose_template": "speech + head-motion video -> pose images",
               "aniportrait_reenactment": "driving video -> pose images on your portrait"}
-    if {"aniportrait_photo_paste_back", "aniportrait_dubbing"} & set(names):
+    if {"aniportrait_photo_paste_back", "aniportrait_dubbing", "aniportrait_two_speakers"} & set(names):
         panels.update(_compose_panels(url))
+        labels["aniportrait_two_speakers"] = "two people + two speech tracks -> both faces' pose images -> one video"
         labels["aniportrait_photo_paste_back"] = "speech + whole photo -> face crop -> pose images -> pasted back"
         labels["aniportrait_dubbing"] = "video + new speech -> face crops -> pose images -> dubbed video"
     for name in names:
