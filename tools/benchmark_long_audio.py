@@ -135,6 +135,26 @@ class RssSampler(threading.Thread):
             time.sleep(self.period)
 
 
+def run_measured(server, prompt: dict, what: str, csv: Path | None, timeout: float) -> tuple[dict, float, int, int]:
+    """Run ``prompt`` while sampling the server's RSS: ``(history, wall seconds, idle bytes, peak bytes)``; the RSS
+    curve goes to ``csv`` when given. A failed prompt raises with its message."""
+    sampler = RssSampler(server.port)
+    idle = sampler.rss()
+    sampler.start()
+    started = time.time()
+    history = server.run(prompt, timeout=timeout)
+    wall = time.time() - started
+    sampler.stop.set()
+    sampler.join()
+    error = execution_error(history)
+    if error:
+        raise RuntimeError(f"{what} failed: {error.get('exception_message')}")
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        csv.write_text("seconds,rss_bytes\n" + "".join(f"{t:.1f},{r}\n" for t, r in sampler.samples))
+    return history, wall, idle, max(r for _, r in sampler.samples)
+
+
 def run_one(seconds: float, size: int, steps: int, csv_dir: Path | None) -> dict:
     from PIL import Image
     from skimage import data
@@ -145,21 +165,8 @@ def run_one(seconds: float, size: int, steps: int, csv_dir: Path | None) -> dict
     try:
         Image.fromarray(data.astronaut()[10:220, 120:330]).save(server.input_dir / "portrait.png")
         make_speech(server.input_dir / "speech.wav", seconds)
-        sampler = RssSampler(server.port)
-        idle = sampler.rss()
-        sampler.start()
-        started = time.time()
-        history = server.run(prompt(size, steps), timeout=6 * 3600)
-        wall = time.time() - started
-        sampler.stop.set()
-        sampler.join()
-        error = execution_error(history)
-        if error:
-            raise RuntimeError(f"{seconds} s failed: {error.get('exception_message')}")
-        peak = max(r for _, r in sampler.samples)
-        if csv_dir is not None:
-            csv_dir.mkdir(parents=True, exist_ok=True)
-            (csv_dir / f"rss_{int(seconds)}s.csv").write_text("seconds,rss_bytes\n" + "".join(f"{t:.1f},{r}\n" for t, r in sampler.samples))
+        csv = csv_dir / f"rss_{int(seconds)}s.csv" if csv_dir is not None else None
+        _, wall, idle, peak = run_measured(server, prompt(size, steps), f"{seconds} s", csv, 6 * 3600)
         return {"seconds": seconds, "frames": int(np.ceil(seconds * 30)), "wall_s": wall, "idle_gib": idle / 2**30, "peak_gib": peak / 2**30}
     finally:
         stop_server(server)

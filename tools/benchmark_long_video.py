@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_long_audio import RssSampler, make_speech, save_models  # noqa: E402
-from support.comfy_server import execution_error, start_server, stop_server  # noqa: E402
+from benchmark_long_audio import make_speech, run_measured, save_models  # noqa: E402
+from support.comfy_server import start_server, stop_server  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 1920, 1080, 25
 PORTRAIT = 900  # px, centred
@@ -142,22 +142,8 @@ def run_one(seconds: float, csv_dir: Path | None, keep: Path | None) -> dict:
         frames = make_source(server.input_dir / "dubbing_source.mp4", seconds)
         make_speech(server.input_dir / "speech.wav", seconds)
         made = time.time() - t0
-        sampler = RssSampler(server.port)
-        idle = sampler.rss()
-        sampler.start()
-        started = time.time()
-        history = server.run(prompt(), timeout=8 * 3600)
-        wall = time.time() - started
-        sampler.stop.set()
-        sampler.join()
-        error = execution_error(history)
-        if error:
-            raise RuntimeError(f"{seconds} s failed: {error.get('exception_message')}")
-        peak = max(r for _, r in sampler.samples)
-        if csv_dir is not None:
-            csv_dir.mkdir(parents=True, exist_ok=True)
-            (csv_dir / f"rss_dub_{int(seconds)}s.csv").write_text(
-                "seconds,rss_bytes\n" + "".join(f"{t:.1f},{r}\n" for t, r in sampler.samples))
+        csv = csv_dir / f"rss_dub_{int(seconds)}s.csv" if csv_dir is not None else None
+        history, wall, idle, peak = run_measured(server, prompt(), f"{seconds} s", csv, 8 * 3600)
         video = next(v for out in history["outputs"].values() for v in out.get("images", []) if v["filename"].endswith(".mp4"))
         path = server.output_dir / video["subfolder"] / video["filename"]
         checked = check_output(path, server.input_dir / "dubbing_source.mp4", frames, seconds)
