@@ -181,3 +181,57 @@ def test_check_memory_refuses_audio2mesh_with_a_small_free_value(pack, monkeypat
     with pytest.raises(ValueError, match=r"^Audio2Mesh \(120 s of audio\) needs about \d+\.\d GB of RAM but 0\.1 GB are free; use shorter audio"):
         pack.nodes.comfy_adapter.check_memory("audio2mesh", seconds=120.0)
     pack.nodes.comfy_adapter.check_memory("audio2mesh", seconds=1.0)
+
+
+def _source_video(pack, frames: int, fps: int, size=(96, 80)) -> str:
+    """A lossless numbered VIDEO file: frame i is grey level 5 * i."""
+    import numpy as np
+
+    from aniportrait_lib.media import encode
+
+    path = str(pack.work_dir / f"paste_source_{frames}_{fps}.mp4")
+    with encode.VideoWriter(path, *size, fps, encode.pick_codec("lossless")) as writer:
+        writer.write(np.stack([np.full((size[1], size[0], 3), 5 * i, np.uint8) for i in range(frames)]))
+    return path
+
+
+def test_paste_back_to_video_writes_the_source_at_its_own_rate(pack, vae, latents) -> None:
+    """KSampler's latent layout (1, 4, F, h, w) pasted into a 25 fps VIDEO aligned to 30 fps speech: the output has
+    the source's 25 fps, each source frame once in order (its grey level outside the window), and the audio."""
+    import av
+    import numpy as np
+    from comfy_api.latest import InputImpl
+
+    from aniportrait_lib.data import CropInfo
+
+    nodes = pack.nodes
+    source = InputImpl.VideoFromFile(_source_video(pack, 20, 25))
+    audio = _audio(24 / 30)  # 24 frames at 30 fps = 20 at 25
+    aligned, aligned_audio, _ = nodes.dubbing.AlignVideoToAudio.execute(source, 25.0, audio, "trim", 30.0).result
+    assert aligned.num_frames == 24
+    info = CropInfo(np.tile([20.0, 10.0, 60.0, 50.0], (24, 1)), (96, 80), (64, 64))
+    samples = {"samples": torch.randn(1, 4, 24, LAT, LAT, generator=torch.Generator().manual_seed(1))}  # KSampler's layout
+    out = nodes.paste_video.PasteBackToVideo.execute(samples, vae, info, aligned, 30.0, "box", 0.15, 0.05, False, 8,
+                                                     "lossless", 0, aligned_audio)
+    path = out.args[0].get_stream_source()
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        assert float(stream.average_rate) == 25.0 and len(container.streams.audio) == 1
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(frames) == 20
+    corner = [int(f[0, 0, 0]) for f in frames]  # outside the window: the source frame itself
+    assert corner == [5 * i for i in range(20)]
+    assert "20 frames 96x80 at 25 fps from 24 generated frames, with audio" in out.ui.as_dict()["text"][0]
+
+
+def test_paste_back_to_video_says_what_to_connect(pack, vae, latents) -> None:
+    import numpy as np
+
+    from aniportrait_lib.data import CropInfo
+
+    photo = torch.zeros(1, 80, 96, 3)
+    info = CropInfo(np.array([[0.0, 0.0, 50.0, 50.0]]), (128, 128), (64, 64))
+    with pytest.raises(ValueError, match=r"^the original is 96x80 but the crop info was made from 128x128 frames; "
+                                         r"connect the photo or video that went into AniPortrait Face Crop$"):
+        pack.nodes.paste_video.PasteBackToVideo.execute({"samples": latents[:3]}, vae, info, photo, 30.0, "box", 0.15,
+                                                        0.05, False, 8, "h264", 19)
