@@ -44,7 +44,10 @@ class FaceCrop(io.ComfyNode):
             outputs=[io.Image.Output("crops", tooltip="The crops of a photo or IMAGE batch; of a VIDEO or aligned frames only "
                                                       "the first (the reference): the others are in cropped_frames."),
                      sockets.CropInfo.Output("crop_info"),
-                     sockets.Footage.Output("cropped_frames", tooltip="Every crop, cut when a node reads it (Video Head Motion).")],
+                     sockets.Footage.Output("cropped_frames", tooltip="Every crop, cut when a node reads it (Video Head Motion)."),
+                     sockets.Face.Output("crop_face", tooltip="The face in the first crop's pixels (for Audio2Mesh, Project "
+                                                              "Landmarks): a placed face placed again on the crop, keeping "
+                                                              "the drawing's shape; a found face moved onto the crop.")],
         )
 
     @classmethod
@@ -52,6 +55,7 @@ class FaceCrop(io.ComfyNode):
     def execute(cls, face_landmarker, image, width, height, scale, vertical_offset, smoothing, on_missing, pad,
                 which_face="largest", face_index=0, face_point="", face=None) -> io.NodeOutput:
         source = video_in.footage_of(image, "image")
+        first_face = face
         if video_in.is_image_batch(image):
             comfy.check_memory("face_crop", frames=source.num_frames, width=source.size[0], height=source.size[1],
                                crop_size=(width, height))
@@ -65,12 +69,14 @@ class FaceCrop(io.ComfyNode):
                                                                 vertical_offset, smoothing, on_missing, pad,
                                                                 comfy.progress(len(source.unique_sources()[0])), choose)
             notes.append(tracked.summary())
+            first_face = tracked.faces[0]
         if video_in.is_image_batch(image):  # all crops, as float levels: a crop pasted back unchanged stays exact
             frames = comfy.image_batch_to_uint8(image, "image")[: info.num_frames]
             crops = comfy.levels_to_image_batch(compose.crop_frames(frames, info.boxes, info.crop_size, pad))
         else:
             crops = comfy.uint8_to_image_batch(cropped.read_batch(0, 1))
-        return comfy.output(crops, info, cropped, notes=notes)
+        crop_face = footage_steps.face_in_crop(first_face, info.boxes[0], info.crop_size, face_landmarker.model, source.size)
+        return comfy.output(crops, info, cropped, crop_face, notes=notes)
 
 
 class PasteBack(io.ComfyNode):

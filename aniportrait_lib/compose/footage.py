@@ -123,6 +123,33 @@ def crop_placed(footage: Footage, face: Face, crop_size: tuple[int, int], scale:
     return footage.with_reader(cropper), info
 
 
+def face_in_crop(face: Face, box: np.ndarray, crop_size: tuple[int, int], model,
+                 source_size: tuple[int, int] | None = None) -> Face:
+    """The face of a picture as the face of its crop (the reference image the motion is drawn on).
+
+    ``source_size``: the picture's ``(width, height)`` when the face was found on a shrunk copy of it (tracking);
+    its landmarks are normalized, so they hold for the picture too.
+
+    A face placed on a drawing (it has an ``offset_map``) is placed again on the crop through the same points: its
+    five points and the named ones (eye corners, lips, chin) mapped into the crop's pixels, so the drawing's shape
+    and the lip scaling carry over. A detected face's landmarks are mapped (z scales with x, being on its scale) and
+    its head pose recomputed for the crop's frustum, as the landmarker does for a frame.
+    """
+    from ..face import placement
+    from ..face.geometry import metric_geometry
+
+    width, height = crop_size
+    source = np.array(source_size or face.image_size, dtype=np.float64)
+    scale = np.array(crop_size, dtype=np.float64) / (np.asarray(box[2:], dtype=np.float64) - box[:2])
+    px = (face.landmarks[:, :2] * source - box[:2]) * scale
+    if face.offset_map is not None:
+        extra = {name: px[i] for name, i in placement.EXTRA_POINTS.items()}
+        return placement.place_face(placement.five_points_from_landmarks(px), width, height, model, extra=extra).face
+    landmarks = np.concatenate([px / [width, height], face.landmarks[:, 2:] * source[0] * scale[0] / width], axis=1)
+    mesh, transform = metric_geometry(landmarks, width, height, model)
+    return Face(landmarks, mesh, transform, face.blendshapes, face.blendshape_names, (width, height))
+
+
 def _every_source_frame(boxes: np.ndarray, sources: np.ndarray, num_source: int) -> np.ndarray:
     """Boxes of the tracked source frames -> ``(num_source, 4)``, linear in between and held at the ends."""
     at = np.arange(num_source)

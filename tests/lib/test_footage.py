@@ -158,3 +158,28 @@ def test_a_placed_face_in_a_larger_picture_is_cropped_and_pasted_back(face_landm
         small = placement.place_face(five - [dx, dy], drawing.shape[1], drawing.shape[0], model).face
         footage_steps.crop_placed(source, small, (256, 256))
     assert isinstance(crops.reader, CroppedFrames) and crops.read_batch(0, 1).shape == (1, 1024, 1024, 3)
+    # the face the motion is drawn on: placed again on the crop through the same points, the drawing's shape kept
+    crop_face = footage_steps.face_in_crop(face, box, info.crop_size, model)
+    given = (five - box[:2]) * 1024 / (box[2:] - box[:2])
+    iod = np.linalg.norm(given[1] - given[0])
+    assert crop_face.image_size == (1024, 1024) and crop_face.offset_map is not None
+    assert np.linalg.norm(placement.five_points_from_landmarks(crop_face.landmarks_px()) - given, axis=1).max() < 0.02 * iod
+
+
+def test_a_found_face_moves_onto_its_crop_like_analysing_the_crop(face_landmarker_path):
+    """The tracked face of a photo moved onto its crop agrees with MediaPipe run on the crop itself."""
+    from skimage import data
+
+    from aniportrait_lib.face.landmarker import FaceLandmarker
+
+    photo = np.ascontiguousarray(data.astronaut())
+    with FaceLandmarker(face_landmarker_path) as landmarker:
+        _, info, tracked = footage_steps.crop_footage(Footage.of(ArrayFrames(photo[None], 30.0)), landmarker, (512, 512))
+        moved = footage_steps.face_in_crop(tracked.faces[0], info.boxes[0], (512, 512), landmarker.model, (512, 512))
+        crop = np.clip(np.rint(compose.crop_frames(photo[None], info.boxes, (512, 512))[0]), 0, 255).astype(np.uint8)
+        analysed = landmarker.analyze(crop)
+    error = np.linalg.norm(moved.landmarks_px() - analysed.landmarks_px(), axis=1)
+    face_size = np.ptp(analysed.landmarks_px()[:468], axis=0).mean()
+    print(f"[footage] moved vs analysed on the crop: mean {error.mean():.2f} px, max {error.max():.2f} px")
+    assert error.mean() < 0.01 * face_size and error.max() < 0.04 * face_size
+    assert np.abs(moved.transform[:3, 3] - analysed.transform[:3, 3]).max() < 0.05 * abs(analysed.transform[2, 3])

@@ -113,7 +113,10 @@ LAYOUTS: dict[str, tuple[str, list[tuple[str, str, list[list[str]]]]]] = {
     ),
     "aniportrait_photo_paste_back": (
         "A whole photo + speech → a video at the photo's own size: the face is cropped like AniPortrait's training "
-        "data, animated (head motion toned down, blinks added) and pasted back into the photo.",
+        "data, animated (head motion toned down, blinks added) and pasted back into the photo. **A drawing or an anime "
+        "face** that the landmarker cannot read: add **AniPortrait Face From Points** on the photo (five points), connect "
+        "its face to Face Crop's `face` input, and take Face Crop's `crop_face` where Face Analysis' face goes "
+        "(Audio2Mesh, Edit Motion, Add Blinks, Project Landmarks).",
         [
             ("Your inputs", "inputs", [["1", "2"]]),
             ("1 · Photo → face crop", "crop", [["3", "4"], ["5"]]),
