@@ -11,6 +11,7 @@ checked: size, frame count and rate equal the source's, the audio's length, and 
 (left and right of the portrait, never inside the paste mask) against the same source frame and its neighbours.
 
     python tools/benchmark_long_video.py --seconds 10 60 600 [--csv DIR] [--keep DIR]
+    python tools/benchmark_long_video.py --plot DIR/rss_dub_10s.csv DIR/rss_dub_600s.csv curve.png
 """
 from __future__ import annotations
 
@@ -159,12 +160,38 @@ def run_one(seconds: float, csv_dir: Path | None, keep: Path | None) -> dict:
         stop_server(server)
 
 
+def plot(csvs: list[Path], out: Path) -> None:
+    """The RSS curves of the CSVs (``rss_dub_<N>s.csv``) in one picture, time on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
+    for csv in csvs:
+        data = np.loadtxt(csv, delimiter=",", skiprows=1, ndmin=2)
+        ax.plot(np.maximum(data[:, 0], 0.5), data[:, 1] / 2**30, label=csv.stem.replace("rss_dub_", "").replace("_", " "))
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds since the prompt was queued")
+    ax.set_ylabel("server RSS (GiB)")
+    ax.set_title("Dubbing 1920x1080 25 fps: server memory over time")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0, 600.0])
     ap.add_argument("--csv", type=Path, default=None, help="folder for the RSS curves")
     ap.add_argument("--keep", type=Path, default=None, help="folder to keep the dubbed videos in")
+    ap.add_argument("--plot", type=Path, nargs="+", default=None, metavar="FILE",
+                    help="only draw: the RSS CSVs given, into the last path (a .png)")
     args = ap.parse_args()
+    if args.plot:
+        plot(args.plot[:-1], args.plot[-1])
+        return
     rows = []
     for s in args.seconds:
         rows.append(run_one(s, args.csv, args.keep))
