@@ -25,7 +25,8 @@ def test_conditioning_fed_by_pose_images_writes_the_full_length_video(stage2_mod
     prompt = _prompt()
     conditioning = prompt["22"]["inputs"]
     del conditioning["landmarks"]
-    conditioning["pose_images"] = ["10", 0]  # Render Pose Images
+    conditioning["pose_images"] = ["10", 0]  # Render Pose Images, every frame (the shipped preview draws 16)
+    prompt["10"]["inputs"]["max_frames"] = 0
     video = saved_mp4(server, server.run(prompt, timeout=900), "20")
     assert video["audio_streams"] == 1, "the mp4 must carry the audio track"
     assert video["size"] == (72, 64)
