@@ -69,6 +69,9 @@ class VideoHeadMotion(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, face_landmarker, frames, face, motion, on_missing) -> io.NodeOutput:
+        if video_in.is_image_batch(frames) and len(frames) == 1 < motion.num_frames:
+            raise ValueError(f"the frames input holds 1 image for a motion of {motion.num_frames} frames; connect AniPortrait "
+                             "Face Crop's cropped_frames output (its crops output holds only the first crop of a video)")
         crops = video_in.footage_of(frames, "frames", motion.fps)
         tracked = footage_steps.track_footage(crops, face_landmarker, on_missing, comfy.progress(len(crops.unique_sources()[0])))
         transforms = [f.transform for f in tracked.faces]

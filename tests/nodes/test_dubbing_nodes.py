@@ -61,3 +61,17 @@ def test_video_head_motion_needs_one_frame_per_motion_frame(nodes):
     with pytest.raises(ValueError, match="the video gives 3 head poses for a motion of 5 frames; align the video to the audio first") as info:
         dubbing.VideoHeadMotion.execute(landmarker, frames, face, motion, "interpolate")
     assert type(info.value) is ValueError
+
+
+def test_video_head_motion_names_the_output_to_connect_for_a_single_crop(nodes):
+    """A workflow saved before Face Crop read videos wires its crops (now the first crop only) into Video Head Motion."""
+    from aniportrait_pack.aniportrait_lib.data import Motion
+
+    dubbing, face_nodes, landmarker = nodes
+    frames = torch.from_numpy(real_clip_frames("api_kling_avatar2-1.webp", 1)).float().div(255.0)
+    face = face_nodes.FaceAnalysis.execute(landmarker, frames).result[0]
+    motion = Motion(np.repeat(face.mesh_canonical[None], 5, axis=0), np.zeros((5, 6)))
+    with pytest.raises(ValueError, match=r"^the frames input holds 1 image for a motion of 5 frames; connect AniPortrait "
+                                         r"Face Crop's cropped_frames output \(its crops output holds only the first crop "
+                                         r"of a video\)$"):
+        dubbing.VideoHeadMotion.execute(landmarker, frames, face, motion, "interpolate")
