@@ -54,11 +54,13 @@ class FaceCrop(io.ComfyNode):
     @comfy.user_errors
     def execute(cls, face_landmarker, image, width, height, scale, vertical_offset, smoothing, on_missing, pad,
                 which_face="largest", face_index=0, face_point="", face=None) -> io.NodeOutput:
-        source = video_in.footage_of(image, "image")
-        first_face = face
-        if video_in.is_image_batch(image):
-            comfy.check_memory("face_crop", frames=source.num_frames, width=source.size[0], height=source.size[1],
+        frames = None
+        if video_in.is_image_batch(image):  # converted once: tracked, then cropped as float levels below
+            comfy.check_memory("face_crop", frames=len(image), width=image.shape[2], height=image.shape[1],
                                crop_size=(width, height))
+            frames = comfy.image_batch_to_uint8(image, "image")
+        source = video_in.footage_of(image if frames is None else frames, "image")
+        first_face = face
         notes = []
         if face is not None:
             cropped, info = footage_steps.crop_placed(source, face, (width, height), scale, vertical_offset, pad)
@@ -70,9 +72,8 @@ class FaceCrop(io.ComfyNode):
                                                                 comfy.progress(len(source.unique_sources()[0])), choose)
             notes.append(tracked.summary())
             first_face = tracked.faces[0]
-        if video_in.is_image_batch(image):  # all crops, as float levels: a crop pasted back unchanged stays exact
-            frames = comfy.image_batch_to_uint8(image, "image")[: info.num_frames]
-            crops = comfy.levels_to_image_batch(compose.crop_frames(frames, info.boxes, info.crop_size, pad))
+        if frames is not None:  # all crops, as float levels: a crop pasted back unchanged stays exact
+            crops = comfy.levels_to_image_batch(compose.crop_frames(frames[: info.num_frames], info.boxes, info.crop_size, pad))
         else:
             crops = comfy.uint8_to_image_batch(cropped.read_batch(0, 1))
         crop_face = footage_steps.face_in_crop(first_face, info.boxes[0], info.crop_size, face_landmarker.model, source.size)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 
 from comfy_api.latest import io
 
@@ -14,7 +13,7 @@ from ..aniportrait_lib.face import analysis, renderer
 from ..aniportrait_lib.media import encode
 from . import comfy_adapter as comfy
 from . import schema, sockets
-from .video_out import encode_inputs
+from .video_out import encode_inputs, video_target
 
 
 class ApplyPoseTemplate(io.ComfyNode):
@@ -126,15 +125,13 @@ class PoseVideo(io.ComfyNode):
     @classmethod
     @comfy.user_errors
     def execute(cls, landmarks, chunk_frames, quality, crf, audio=None) -> io.NodeOutput:
-        codec = encode.pick_codec(quality, crf)
-        wav, rate = (audio["waveform"], int(audio["sample_rate"])) if audio is not None else (None, 0)
-        path = f"{comfy.temp_directory()}/aniportrait_pose_{uuid.uuid4().hex[:12]}.{codec.extension}"
+        codec, path, wav, rate = video_target("pose", quality, crf, audio)
         draw = lambda start, stop: renderer.draw_pose_images(landmarks.points[start:stop], landmarks.width,  # noqa: E731
                                                              landmarks.height)
         with encode.video_writer(path, landmarks.width, landmarks.height, landmarks.fps, codec, landmarks.num_frames,
                                  wav, rate) as writer:
             encode.write_chunks(writer, landmarks.num_frames, chunk_frames, draw,
-                                comfy.progress(-(-landmarks.num_frames // chunk_frames)))
+                                comfy.progress(len(encode.plan_chunks(landmarks.num_frames, chunk_frames))))
         return comfy.output(comfy.video_from_file(path),
                             notes=[f"{landmarks.num_frames} pose frames {landmarks.width}x{landmarks.height} at {landmarks.fps:g} fps"])
 

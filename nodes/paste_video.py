@@ -1,18 +1,14 @@
 """Paste Back To Video: generated latents decoded, pasted into the source and encoded, a chunk at a time."""
 from __future__ import annotations
 
-import uuid
-
-import numpy as np
 from comfy_api.latest import io
 
-from ..aniportrait_lib import compose
 from ..aniportrait_lib.compose import paste_video
 from ..aniportrait_lib.media import encode
-from ..aniportrait_lib.media.frames import ArrayFrames, Footage
+from ..aniportrait_lib.media.frames import Footage
 from . import comfy_adapter as comfy
 from . import schema, sockets, video_in
-from .video_out import decode_latents, encode_inputs, frame_latents
+from .video_out import decode_latents, encode_inputs, frame_latents, video_target
 
 
 class PasteBackToVideo(io.ComfyNode):
@@ -50,14 +46,12 @@ class PasteBackToVideo(io.ComfyNode):
         footage = _original_footage(original, latents.shape[0], fps)
         comfy.check_memory("paste_video", chunk_frames=chunk_frames, width=footage.size[0], height=footage.size[1])
         plan = paste_video.plan_paste(footage, crop_info, latents.shape[0])
-        codec = encode.pick_codec(quality, crf)
-        wav, rate = (audio["waveform"], int(audio["sample_rate"])) if audio is not None else (None, 0)
-        path = f"{comfy.temp_directory()}/aniportrait_paste_{uuid.uuid4().hex[:12]}.{codec.extension}"
+        codec, path, wav, rate = video_target("paste", quality, crf, audio)
         width, height = footage.size
         decode = lambda start, stop: decode_latents(vae, latents[start:stop]).float().cpu().numpy() * 255.0  # noqa: E731
         with encode.video_writer(path, width, height, plan.fps, codec, plan.num_frames, wav, rate) as writer:
             paste_video.paste_into_video(decode, plan, footage, crop_info, writer, mask, expand, feather, color_match,
-                                         chunk_frames, comfy.progress(-(-plan.num_frames // chunk_frames)))
+                                         chunk_frames, comfy.progress(len(encode.plan_chunks(plan.num_frames, chunk_frames))))
             has_audio = writer.has_audio
         note = (f"{plan.num_frames} frames {width}x{height} at {plan.fps:g} fps from {latents.shape[0]} generated frames, "
                 f"{'with' if has_audio else 'without'} audio; {codec.label}")
@@ -76,9 +70,7 @@ def _original_footage(original, num_generated: int, fps: float) -> Footage:
     """A photo shown for every generated frame, or the frames' footage."""
     if video_in.is_image_batch(original) and original.shape[0] == 1:
         return paste_video.photo_timeline(comfy.image_batch_to_uint8(original, "original"), num_generated, fps)
-    if video_in.is_image_batch(original):
-        return Footage.of(ArrayFrames(original, fps, "original"))
-    return video_in.footage_of(original, "original")
+    return video_in.footage_of(original, "original", fps)
 
 
 NODES = [PasteBackToVideo]

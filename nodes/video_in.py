@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io as _io
 
+import numpy as np
 import torch
 from comfy_api.latest import Input, InputImpl
 from comfy_api.latest import io
@@ -29,7 +30,7 @@ def footage_of(value, what: str, fps: float = 30.0) -> Footage:
     """The footage of an input: footage as is, a VIDEO read on demand, an IMAGE batch at ``fps``."""
     if isinstance(value, Footage):
         return value
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, (torch.Tensor, np.ndarray)):  # an IMAGE batch, or frames already made uint8
         return Footage.of(ArrayFrames(value, fps, what))
     if isinstance(value, Input.Video):
         return Footage.of(_reader_of_video(value, what))

@@ -43,9 +43,7 @@ class DecodeToVideo(io.ComfyNode):
         if chunk_frames == 0:
             chunk_frames = encode.auto_chunk_frames(num, w * scale, h * scale, comfy.free_ram_bytes() or 2 ** 31,
                                                     comfy.decode_bytes_per_frame(vae, h, w), comfy.free_vram_bytes())
-        codec = encode.pick_codec(quality, crf)
-        wav, rate = (audio["waveform"], int(audio["sample_rate"])) if audio is not None else (None, 0)
-        path = f"{comfy.temp_directory()}/aniportrait_video_{uuid.uuid4().hex[:12]}.{codec.extension}"
+        codec, path, wav, rate = video_target("video", quality, crf, audio)
         progress = comfy.progress(len(encode.plan_chunks(num, chunk_frames)))
         result = encode.decode_to_video(latents, lambda x: decode_latents(vae, x), path, fps, chunk_frames, codec, wav, rate,
                                         scale, progress=progress)
@@ -91,6 +89,15 @@ def codec_inputs() -> list:
                                "(bit exact, large, not for browsers)."),
         io.Int.Input("crf", default=19, min=0, max=51, tooltip="H.264 quality: lower is better and larger (x264 default 23)."),
     ]
+
+
+def video_target(kind: str, quality: str, crf: int, audio: dict | None) -> tuple[encode.Codec, str, object, int]:
+    """What a node that writes an mp4 needs: the codec, a fresh file in ComfyUI's temp folder
+    (``aniportrait_<kind>_<random>.<ext>``) and the core AUDIO's ``(waveform, sample_rate)`` (``(None, 0)`` without)."""
+    codec = encode.pick_codec(quality, crf)
+    path = f"{comfy.temp_directory()}/aniportrait_{kind}_{uuid.uuid4().hex[:12]}.{codec.extension}"
+    wav, rate = (audio["waveform"], int(audio["sample_rate"])) if audio is not None else (None, 0)
+    return codec, path, wav, rate
 
 
 def encode_inputs() -> list:

@@ -190,6 +190,13 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
+def crop_frame(frame: np.ndarray, box: np.ndarray, crop_size: tuple[int, int], pad: str = "edge") -> np.ndarray:
+    """One frame ``(H, W, 3)``'s window ``box`` resized to ``crop_size``: float pixel levels (see :func:`crop_frames`)."""
+    width, height = crop_size
+    step = ((box[2] - box[0]) / width, (box[3] - box[1]) / height)
+    return resample(frame, (box[0], box[1]), step, crop_size, pad)
+
+
 def crop_frames(frames: np.ndarray, boxes: np.ndarray, crop_size: tuple[int, int], pad: str = "edge",
                 progress: Progress | None = None) -> np.ndarray:
     """Cut each frame's window and resize it to the crop size.
@@ -208,9 +215,7 @@ def crop_frames(frames: np.ndarray, boxes: np.ndarray, crop_size: tuple[int, int
     width, height = crop_size
     out = np.empty((len(boxes), height, width, 3), dtype=np.float32)
     for t, box in enumerate(np.asarray(boxes, dtype=np.float64)):
-        step = ((box[2] - box[0]) / width, (box[3] - box[1]) / height)
-        frame = frames[t if len(frames) > 1 else 0]
-        out[t] = resample(frame, (box[0], box[1]), step, crop_size, pad)
+        out[t] = crop_frame(frames[t if len(frames) > 1 else 0], box, crop_size, pad)
         if progress is not None:
             progress(t + 1, len(boxes))
     return out

@@ -15,11 +15,12 @@ import cv2
 import numpy as np
 
 from ..data import CropInfo, Face
-from ..face import tracking
+from ..face import placement, tracking
+from ..face.geometry import metric_geometry
 from ..face.selection import LARGEST, FaceChoice
-from ..media.frames import CroppedFrames, Footage
+from ..media.frames import CroppedFrames, Footage, FrameReader
 from .crop import (DEFAULT_SCALE, DEFAULT_SMOOTHING, DEFAULT_VERTICAL_OFFSET, check_crop_size, crop_box_for_face,
-                   crop_info_for_faces, face_box, face_outline, resample)
+                   crop_frame, crop_info_for_faces, face_box, face_outline, to_uint8)
 
 Progress = Callable[[int, int], None]
 
@@ -100,8 +101,9 @@ def crop_footage(footage: Footage, landmarker, crop_size: tuple[int, int], scale
     info = CropInfo(per_source.boxes[inverse], footage.size, crop_size, per_source.face_points[inverse],
                     per_source.detected[inverse])
     source_boxes = _every_source_frame(per_source.boxes, sources[: len(tracked.faces)], footage.reader.num_frames)
-    cropper = CroppedFrames(footage.reader, source_boxes, crop_size, lambda frame, box: _crop(frame, box, crop_size, pad))
-    return Footage(cropper, footage.index[: len(inverse)], footage.fps, footage.length_rule), info, tracked
+    crops = Footage(_cut_when_read(footage.reader, source_boxes, crop_size, pad), footage.index[: len(inverse)], footage.fps,
+                    footage.length_rule)
+    return crops, info, tracked
 
 
 def crop_placed(footage: Footage, face: Face, crop_size: tuple[int, int], scale: float = DEFAULT_SCALE,
@@ -119,8 +121,7 @@ def crop_placed(footage: Footage, face: Face, crop_size: tuple[int, int], scale:
     info = CropInfo(np.repeat(box[None], count, axis=0), footage.size, crop_size,
                     np.repeat(face_outline(points)[None], count, axis=0))
     boxes = np.repeat(box[None], footage.reader.num_frames, axis=0)
-    cropper = CroppedFrames(footage.reader, boxes, crop_size, lambda frame, b: _crop(frame, b, crop_size, pad))
-    return footage.with_reader(cropper), info
+    return footage.with_reader(_cut_when_read(footage.reader, boxes, crop_size, pad)), info
 
 
 def face_in_crop(face: Face, box: np.ndarray, crop_size: tuple[int, int], model,
@@ -135,9 +136,6 @@ def face_in_crop(face: Face, box: np.ndarray, crop_size: tuple[int, int], model,
     and the lip scaling carry over. A detected face's landmarks are mapped (z scales with x, being on its scale) and
     its head pose recomputed for the crop's frustum, as the landmarker does for a frame.
     """
-    from ..face import placement
-    from ..face.geometry import metric_geometry
-
     width, height = crop_size
     source = np.array(source_size or face.image_size, dtype=np.float64)
     scale = np.array(crop_size, dtype=np.float64) / (np.asarray(box[2:], dtype=np.float64) - box[:2])
@@ -156,9 +154,7 @@ def _every_source_frame(boxes: np.ndarray, sources: np.ndarray, num_source: int)
     return np.stack([np.interp(at, sources, boxes[:, k]) for k in range(4)], axis=1)
 
 
-def _crop(frame: np.ndarray, box: np.ndarray, crop_size: tuple[int, int], pad: str) -> np.ndarray:
-    """One crop as uint8 (the pipeline's frames are uint8; the IMAGE path keeps float levels instead)."""
-    width, height = crop_size
-    step = ((box[2] - box[0]) / width, (box[3] - box[1]) / height)
-    return np.clip(np.rint(resample(frame, (box[0], box[1]), step, crop_size, pad)), 0, 255).astype(np.uint8)
-
+def _cut_when_read(reader: FrameReader, boxes: np.ndarray, crop_size: tuple[int, int], pad: str) -> CroppedFrames:
+    """The crops of ``reader``'s frames at ``boxes`` (one per source frame), cut as uint8 when read (the IMAGE path
+    keeps float levels instead)."""
+    return CroppedFrames(reader, boxes, crop_size, lambda frame, box: to_uint8(crop_frame(frame, box, crop_size, pad)))

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..data import CropInfo
-from ..media.encode import VideoWriter
+from ..media.encode import VideoWriter, write_chunks
 from ..media.frames import ArrayFrames, Footage
 from .paste import MASK_MODES, face_size_of, paste_frame
 
@@ -100,17 +100,14 @@ def paste_into_video(decode: Decode, plan: PastePlan, original: Footage, info: C
     if mask not in MASK_MODES:
         raise ValueError(f"mask must be one of {', '.join(MASK_MODES)}; got {mask!r}")
     generated = _GeneratedFrames(decode, int(plan.generated.max()) + 1, chunk_frames)
-    total = -(-plan.num_frames // chunk_frames)
-    for chunk, start in enumerate(range(0, plan.num_frames, chunk_frames)):
-        stop = min(start + chunk_frames, plan.num_frames)
+
+    def composites(start: int, stop: int) -> np.ndarray:
         sources = original.reader.read(plan.source[start:stop])
-        out = np.stack([_paste_one(generated[int(plan.generated[j])], frame, info, int(plan.window[j]), mask, expand,
-                                   feather, color_match)
-                        for j, frame in zip(range(start, stop), sources)])
-        writer.write(out)
-        del out
-        if progress is not None:
-            progress(chunk + 1, total)
+        return np.stack([_paste_one(generated[int(plan.generated[j])], frame, info, int(plan.window[j]), mask, expand,
+                                    feather, color_match)
+                         for j, frame in zip(range(start, stop), sources)])
+
+    write_chunks(writer, plan.num_frames, chunk_frames, composites, progress)
 
 
 def _paste_one(generated: np.ndarray, frame: np.ndarray, info: CropInfo, window: int, mask: str, expand: float,

@@ -98,7 +98,7 @@ class VideoFileFrames(FrameReader):
             self.num_frames = min(self.num_frames, int(round(duration * self.fps)))
         if self.num_frames < 1:
             raise ValueError("the video has no frames in the chosen part; check its trim start and duration")
-        self._container: Optional["av.container.InputContainer"] = None
+        self._container = None  # an av InputContainer once reading starts
         self._frames: Optional[Iterator] = None
         self._next = 0  # file frame index the decoder gives next
         self._last: tuple[int, Optional[np.ndarray]] = (-1, None)  # a repeated frame (30 fps timeline of 25 fps) is not decoded twice
@@ -120,11 +120,8 @@ class VideoFileFrames(FrameReader):
             self._container = self._open()
             self._container.streams.video[0].thread_type = "AUTO"
         stream = self._container.streams.video[0]
-        if target > 0:
-            pts = self._start_pts + int((target / self.fps) / self._time_base)
-            self._container.seek(pts, stream=stream, backward=True, any_frame=False)
-        else:
-            self._container.seek(self._start_pts, stream=stream, backward=True, any_frame=False)
+        pts = self._start_pts + int((target / self.fps) / self._time_base)
+        self._container.seek(pts, stream=stream, backward=True, any_frame=False)
         self._frames = self._container.decode(stream)
         self._next = -1  # unknown until the first frame is decoded
 
@@ -186,9 +183,7 @@ class VideoFileFrames(FrameReader):
 def _count_packets(container) -> int:
     """Frames of a stream whose header does not say, by reading its packets (no decoding)."""
     stream = container.streams.video[0]
-    count = sum(1 for packet in container.demux(stream) if packet.size)
-    container.seek(0)
-    return count
+    return sum(1 for packet in container.demux(stream) if packet.size)
 
 
 def _backward_run_end(indices: list[int], pos: int) -> int:

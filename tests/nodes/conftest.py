@@ -46,3 +46,11 @@ def video_models(pack):
     clip = comfy.clip_vision.load(str(clip_path))
     names = [RELEASED_FILES[r] for r in ("reference_unet", "denoising_unet", "motion_module", "pose_guider")]
     return vae, clip, pack.nodes.loaders.LoadVideoModel.execute(*names, "auto").args[0]
+
+
+@pytest.fixture(scope="module")
+def landmarker(pack):
+    """The MediaPipe landmarker through the pack's loader node (a test module may define its own)."""
+    from support.comfy_inprocess import node_landmarker
+
+    return node_landmarker(pack)

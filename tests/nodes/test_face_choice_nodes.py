@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from support.comfy_inprocess import comfy_image, node_landmarker, ui_text
+from support.comfy_inprocess import comfy_image, ui_text
 from support.core_landmarks import core_face_landmarks
 from support.paths import shared_assets_dir
 
@@ -20,11 +20,6 @@ def nodes(pack):
     from aniportrait_pack.nodes import core_faces, face
 
     return type("Nodes", (), dict(face=face, core_faces=core_faces))
-
-
-@pytest.fixture(scope="module")
-def landmarker(pack):
-    return node_landmarker(pack)
 
 
 @pytest.fixture(scope="module")

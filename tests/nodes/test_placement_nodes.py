@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from support.comfy_inprocess import comfy_image, node_landmarker, ui_text
+from support.comfy_inprocess import comfy_image, ui_text
 from support.faces import anime_face
 
 #: a frontal fit cannot follow the drawing's own proportions exactly: the centre of the fitted five points sits
@@ -18,11 +18,6 @@ def nodes(pack):
     from aniportrait_pack.nodes import face, placement
 
     return type("Nodes", (), dict(face=face, placement=placement))
-
-
-@pytest.fixture(scope="module")
-def landmarker(pack):
-    return node_landmarker(pack)
 
 
 def test_node_is_registered(pack):
